@@ -1,0 +1,197 @@
+/* clip.h — the public C API of clipeval: OpenAI CLIP (Hugging Face layout) in C99.
+ *
+ * Conventions
+ *  - Every fallible call returns a clip_status and, when `err` is not NULL, fills it with the
+ *    same code and a message that names the file/tensor/row and the reason.
+ *  - Objects returned by *_load are read-only afterwards: one model, tokenizer or image config
+ *    may be used from several threads at once.
+ *  - No global mutable state. Buffers are owned by the caller unless a *_free function exists.
+ */
+#ifndef CLIP_H
+#define CLIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CLIP_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ errors */
+
+typedef enum clip_status {
+    CLIP_OK = 0,
+    CLIP_ERR_ARG,         /* invalid argument from the caller */
+    CLIP_ERR_IO,          /* file missing, unreadable, or a write failed */
+    CLIP_ERR_FORMAT,      /* malformed file contents (safetensors, JSON, image, npy...) */
+    CLIP_ERR_CONFIG,      /* a configuration value is invalid or inconsistent */
+    CLIP_ERR_NOMEM,       /* allocation failed */
+    CLIP_ERR_LIMIT,       /* a configured limit was exceeded (pixels, bytes, nesting...) */
+    CLIP_ERR_UNSUPPORTED, /* valid input that clipeval does not handle */
+    CLIP_ERR_NOT_FOUND,   /* model or file not found */
+    CLIP_ERR_DEVICE       /* GPU backend unavailable or failed */
+} clip_status;
+
+typedef struct clip_error {
+    clip_status code;
+    char msg[1024];
+} clip_error;
+
+const char *clip_status_name(clip_status s);
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct clip_model clip_model;
+
+typedef enum clip_device {
+    CLIP_DEVICE_CPU = 0,
+    CLIP_DEVICE_CUDA = 1,
+    CLIP_DEVICE_AUTO = 2 /* CUDA when built with it and a GPU is usable, else CPU */
+} clip_device;
+
+typedef struct clip_model_options {
+    clip_device device;
+    int n_threads; /* CPU threads for one encode call; 0 = all cores */
+} clip_model_options;
+
+void clip_model_options_init(clip_model_options *opt);
+
+/* Finds the folder of `name`: an existing directory is used as is; otherwise `name` is an HF
+ * model id ("org/name") looked up in the HF cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
+ * ~/.cache/huggingface/hub): models--org--name/refs/main -> snapshots/<rev>/. */
+clip_status clip_resolve_model_dir(const char *name, char *dir, size_t dir_cap, clip_error *err);
+
+/* Loads config.json + model.safetensors of a folder or HF model id. */
+clip_status clip_model_load(const char *name, const clip_model_options *opt, clip_model **out,
+                            clip_error *err);
+void clip_model_free(clip_model *m);
+
+typedef struct clip_model_info {
+    /* vision tower */
+    int image_size, patch_size, num_channels;
+    int vision_width, vision_layers, vision_heads, vision_mlp, vision_positions;
+    /* text tower */
+    int text_width, text_layers, text_heads, text_mlp, context_length, vocab_size;
+    int eos_token_id; /* from config.json; 2 selects the legacy argmax pooling rule */
+    /* shared */
+    int embed_dim;    /* projection_dim */
+    float logit_scale; /* the stored tensor (log scale) */
+    const char *dir;   /* the resolved model folder */
+    const char *device; /* "cpu" or "cuda:<n> (<name>)" */
+} clip_model_info;
+
+const clip_model_info *clip_model_get_info(const clip_model *m);
+
+enum {
+    CLIP_EMBED_FEATURES = 1 /* unnormalised projections (get_*_features) instead of L2-normalised */
+};
+
+/* Optional per-call settings; NULL means defaults (normalised output, no trace). */
+typedef void (*clip_trace_fn)(void *user, const char *name, int item, const float *data,
+                              int rows, int cols);
+typedef struct clip_encode_options {
+    int flags;          /* CLIP_EMBED_* */
+    clip_trace_fn trace; /* called with every intermediate ("vision.hidden_states.3", ...) */
+    void *trace_user;
+} clip_encode_options;
+
+/* pixels: float32 [n, 3, S, S] (S = image_size), out: float32 [n, embed_dim]. */
+clip_status clip_encode_images(const clip_model *m, const float *pixels, int n,
+                               const clip_encode_options *opt, float *out, clip_error *err);
+
+/* ids: [n, len] token ids, right-padded; row i is pooled as HF does (first EOS, or argmax for
+ * the legacy eos_token_id == 2 rule) and only positions 0..pool are computed (causal mask).
+ * out: float32 [n, embed_dim]. */
+clip_status clip_encode_texts(const clip_model *m, const int32_t *ids, int n, int len,
+                              const clip_encode_options *opt, float *out, clip_error *err);
+
+/* The position HF pools a row of `len` ids at, under this model's config. */
+int clip_text_pool_index(const clip_model *m, const int32_t *ids, int len);
+
+/* ------------------------------------------------------------------ tokenizer */
+
+typedef struct clip_tokenizer clip_tokenizer;
+
+/* Loads vocab.json + merges.txt (+ tokenizer_config.json / special_tokens_map.json), or a
+ * folder that has only tokenizer.json. */
+clip_status clip_tokenizer_load(const char *dir, clip_tokenizer **out, clip_error *err);
+void clip_tokenizer_free(clip_tokenizer *t);
+
+int clip_tokenizer_bos_id(const clip_tokenizer *t);
+int clip_tokenizer_eos_id(const clip_tokenizer *t);
+int clip_tokenizer_pad_id(const clip_tokenizer *t);
+int clip_tokenizer_max_length(const clip_tokenizer *t); /* model_max_length, 77 by default */
+int clip_tokenizer_vocab_size(const clip_tokenizer *t);
+
+enum {
+    CLIP_TOK_TRUNCATE = 1, /* keep BOS + first max_length-2 tokens + EOS */
+    CLIP_TOK_PAD = 2       /* pad to max_length with the pad id */
+};
+
+/* Tokenizes UTF-8 text (invalid bytes become U+FFFD) into [BOS] ids [EOS].
+ * max_length <= 0 means no truncation/padding (the full sequence, like HF's fast_ids).
+ * Writes at most `cap` ids (and mask values when mask != NULL); *n_out receives the length
+ * of the full result, so a result longer than cap returns CLIP_ERR_LIMIT and the needed size. */
+clip_status clip_tokenize(const clip_tokenizer *t, const char *text, size_t len, int max_length,
+                          int flags, int32_t *ids, int32_t *mask, size_t cap, size_t *n_out,
+                          clip_error *err);
+
+/* n texts into [n, max_length] ids (+ masks), always truncated and padded. */
+clip_status clip_tokenize_batch(const clip_tokenizer *t, const char *const *texts,
+                                const size_t *lens, int n, int max_length, int32_t *ids,
+                                int32_t *masks, clip_error *err);
+
+/* ------------------------------------------------------------------ images */
+
+typedef struct clip_image_config {
+    int do_resize, do_center_crop, do_rescale, do_normalize, do_convert_rgb;
+    int shortest_edge;  /* resize target of the short side */
+    int crop_height, crop_width;
+    int resample;       /* PIL filter id; only 3 (BICUBIC) is supported */
+    double rescale_factor;
+    float mean[3], std[3];
+} clip_image_config;
+
+/* Reads preprocessor_config.json of a model folder (old and new HF styles). */
+clip_status clip_image_config_load(const char *dir, clip_image_config *cfg, clip_error *err);
+void clip_image_config_default(clip_image_config *cfg); /* openai/clip-vit-base-patch32 */
+
+typedef struct clip_decode_options {
+    int exif_transpose;       /* apply EXIF orientation (off = DataFlow/PIL-object parity) */
+    uint64_t max_pixels;      /* refuse larger images before allocating; 0 = Pillow's 2*89478485 */
+    uint64_t max_file_bytes;  /* refuse larger files; 0 = 1 GiB */
+    int pillow_tall_rule;     /* Pillow >= 12.2: vertical pass first when H > 100*W */
+} clip_decode_options;
+
+void clip_decode_options_init(clip_decode_options *o);
+
+typedef struct clip_image {
+    int width, height; /* 8-bit RGB, row-major, 3 bytes per pixel */
+    uint8_t *rgb;
+} clip_image;
+
+void clip_image_free(clip_image *img);
+
+/* Decodes a file / buffer (format from the bytes) to RGB following Pillow's convert("RGB"). */
+clip_status clip_image_decode_file(const char *path, const clip_decode_options *o, clip_image *out,
+                                   clip_error *err);
+clip_status clip_image_decode_memory(const void *data, size_t len, const clip_decode_options *o,
+                                     clip_image *out, clip_error *err);
+
+/* Resize (Pillow BICUBIC, fixed point), centre crop, rescale, normalise into
+ * out[3 * crop_height * crop_width] (CHW). `resized` (optional) receives the uint8 image before
+ * the crop; free it with clip_image_free. */
+clip_status clip_image_preprocess(const clip_image *img, const clip_image_config *cfg,
+                                  const clip_decode_options *o, float *out, clip_image *resized,
+                                  clip_error *err);
+
+/* decode + preprocess. */
+clip_status clip_preprocess_file(const char *path, const clip_image_config *cfg,
+                                 const clip_decode_options *o, float *out, clip_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CLIP_H */

@@ -1,0 +1,116 @@
+/* model_internal.h — what the loader, the synthetic-weight generator and the backends share:
+ * the hyper-parameters read from config.json, the list of tensors a config implies, and the
+ * loaded weights. Not part of the public API. */
+#ifndef CLIP_MODEL_INTERNAL_H
+#define CLIP_MODEL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clip.h"
+#include "safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum clip_act {
+    CLIP_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) — every OpenAI checkpoint */
+    CLIP_ACT_GELU,       /* exact erf GELU (HF "gelu") */
+    CLIP_ACT_GELU_TANH   /* tanh approximation (HF "gelu_new", "gelu_pytorch_tanh") */
+} clip_act;
+
+typedef struct clip_tower_config {
+    int width, layers, heads, mlp;
+    clip_act act;
+    double eps;
+} clip_tower_config;
+
+typedef struct clip_config {
+    clip_tower_config vision, text;
+    int image_size, patch_size, num_channels;
+    int vocab_size, context_length;
+    int eos_token_id;
+    int embed_dim;
+} clip_config;
+
+/* Reads config.json (a CLIPModel config; HF defaults for absent fields) and validates it:
+ * positive sizes, heads dividing widths, sane upper bounds. `what` names the file. */
+clip_status clip_config_parse(const char *json, size_t len, const char *what, clip_config *cfg,
+                              clip_error *err);
+clip_status clip_config_load(const char *path, clip_config *cfg, clip_error *err);
+
+/* The tensors of a CLIPModel state dict for this config (SYNTH_WEIGHTS.md table). */
+typedef enum clip_tensor_kind {
+    CLIP_TK_EMBED,
+    CLIP_TK_LINEAR,
+    CLIP_TK_LN,
+    CLIP_TK_BIAS,
+    CLIP_TK_LOGIT
+} clip_tensor_kind;
+
+typedef struct clip_tensor_spec {
+    char name[96];
+    int ndim;
+    int64_t shape[4];
+    clip_tensor_kind kind;
+    int64_t fan_in; /* linear only */
+} clip_tensor_spec;
+
+/* Fills a malloc'd array of specs sorted by name; returns the count via *n. */
+clip_status clip_tensor_specs(const clip_config *cfg, clip_tensor_spec **specs, size_t *n,
+                              clip_error *err);
+
+/* Weights of one encoder layer; all [out, in] row-major, as HF stores them. */
+typedef struct clip_layer_weights {
+    const float *ln1_w, *ln1_b;
+    const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
+    const float *ln2_w, *ln2_b;
+    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} clip_layer_weights;
+
+typedef struct clip_weights {
+    /* vision */
+    const float *class_emb;  /* [Dv] */
+    const float *patch_w;    /* [Dv, C*P*P] */
+    const float *vpos;       /* [positions, Dv] */
+    const float *pre_ln_w, *pre_ln_b, *post_ln_w, *post_ln_b;
+    const float *vproj;      /* [E, Dv] */
+    clip_layer_weights *vlayers;
+    /* text */
+    const float *tok_emb;    /* [vocab, Dt] */
+    const float *tpos;       /* [context, Dt] */
+    const float *final_ln_w, *final_ln_b;
+    const float *tproj;      /* [E, Dt] */
+    clip_layer_weights *tlayers;
+    float logit_scale;
+} clip_weights;
+
+struct clip_model {
+    clip_config cfg;
+    clip_model_info info;
+    clip_weights w;
+    st_file file;          /* the mapped safetensors file; F32 tensors point into it */
+    float **owned;         /* tensors converted at load (F16/BF16/F64, unaligned F32) */
+    size_t n_owned;
+    int n_threads;         /* 0 = all cores */
+    clip_device device;    /* the backend in use: CPU or CUDA */
+    void *cuda;            /* backend_cuda state when device == CUDA */
+    char dir[4096];
+    char device_name[160];
+};
+
+/* Pooling position of one row (spec §A.6): legacy argmax when eos_token_id == 2, else the
+ * first eos_token_id (0 when absent). */
+int clip_pool_index(const clip_config *cfg, const int32_t *ids, int len);
+
+/* Deterministic synthetic weights (golden/SYNTH_WEIGHTS.md). */
+clip_status clip_synth_write(const clip_config *cfg, uint64_t seed, const char *path,
+                             clip_error *err);
+/* Value j of a tensor, exactly as the generator computes it (used by tests too). */
+uint64_t clip_synth_checksum(const clip_tensor_spec *spec, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,78 @@
+/* testutil.h — helpers shared by the Criterion tests: where the golden data is, and how a
+ * missing data folder is reported (skip locally, fail under CI=true). */
+#ifndef CLIP_TESTUTIL_H
+#define CLIP_TESTUTIL_H
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "npy.h"
+
+static inline int tu_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static inline int tu_under_ci(void) {
+    const char *ci = getenv("CI");
+    return ci && (!strcmp(ci, "true") || !strcmp(ci, "1"));
+}
+
+/* The ../shared folder (CLIPEVAL_SHARED, set by the Makefile). Missing data skips the test with
+ * a clear message, or fails it under CI=true. */
+static inline const char *tu_shared_or_skip(void) {
+    const char *s = getenv("CLIPEVAL_SHARED");
+    if (s && *s && tu_exists(s)) return s;
+    if (tu_under_ci())
+        cr_assert_fail("shared test data not found (CLIPEVAL_SHARED=%s) and CI=true", s ? s : "");
+    cr_skip_test("shared test data not found: set CLIPEVAL_SHARED to the ../shared folder");
+    return NULL;
+}
+
+/* path = shared + "/" + rel; skips/fails like tu_shared_or_skip when it does not exist. */
+static inline void tu_shared_path(char *out, size_t cap, const char *rel) {
+    const char *s = tu_shared_or_skip();
+    snprintf(out, cap, "%s/%s", s, rel);
+    if (!tu_exists(out)) {
+        if (tu_under_ci()) cr_assert_fail("golden file missing: %s (CI=true)", out);
+        cr_skip_test("golden file missing: %s", out);
+    }
+}
+
+/* The generated synthetic ViT-B/32 folder (make test builds it) with the real tokenizer
+ * files next to it is build/models/vitb32-synth. */
+static inline void tu_synth_dir(char *out, size_t cap, const char *name) {
+    const char *d = getenv("CLIPEVAL_SYNTH_DIR");
+    snprintf(out, cap, "%s/%s", d && *d ? d : "build/models", name);
+    char f[4096];
+    snprintf(f, sizeof f, "%s/model.safetensors", out);
+    if (!tu_exists(f)) {
+        if (tu_under_ci()) cr_assert_fail("synthetic model missing: %s (run make test)", f);
+        cr_skip_test("synthetic model missing: %s (make test generates it)", f);
+    }
+}
+
+/* A fresh scratch folder for one test (removed by the OS tmp cleaner; tests keep it small). */
+static inline void tu_tmpdir(char *out, size_t cap) {
+    const char *t = getenv("TMPDIR");
+    snprintf(out, cap, "%s/clipeval-test-XXXXXX", t && *t ? t : "/tmp");
+    cr_assert_not_null(mkdtemp(out), "mkdtemp failed");
+}
+
+static inline void tu_write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "cannot create %s", path);
+    cr_assert_eq(fwrite(data, 1, len, f), len);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static inline void tu_load_npy(const char *path, npy_array *a) {
+    clip_error e = {0};
+    clip_status st = npy_load(path, a, &e);
+    cr_assert_eq(st, CLIP_OK, "%s", e.msg);
+}
+
+#endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "npy.h"
 
@@ -60,6 +61,43 @@ static inline void tu_tmpdir(char *out, size_t cap) {
     const char *t = getenv("TMPDIR");
     snprintf(out, cap, "%s/clipeval-test-XXXXXX", t && *t ? t : "/tmp");
     cr_assert_not_null(mkdtemp(out), "mkdtemp failed");
+}
+
+/* rm -rf of a scratch folder made by tu_tmpdir. */
+static inline void tu_rmtree(const char *dir) {
+    char cmd[4200];
+    if (strncmp(dir, "/tmp/", 5) != 0 && !getenv("TMPDIR")) return; /* only scratch folders */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    (void)!system(cmd);
+}
+
+/* Runs `cmd` through the shell; returns its exit status and its stdout+stderr in *out
+ * (malloc'd, NUL-terminated). */
+static inline int tu_run(const char *cmd, char **out) {
+    char full[16384];
+    snprintf(full, sizeof full, "(%s) 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    cr_assert_not_null(p, "popen failed");
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = '\0';
+    int st = pclose(p);
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The built CLI (CLIPEVAL_BUILD set by the Makefile). */
+static inline const char *tu_cli(void) {
+    static char path[4096]; /* read-only after first use; tests are single-threaded */
+    const char *b = getenv("CLIPEVAL_BUILD");
+    snprintf(path, sizeof path, "%s/clipeval", b && *b ? b : "build");
+    cr_assert(tu_exists(path), "CLI not built: %s", path);
+    return path;
 }
 
 static inline void tu_write_file(const char *path, const void *data, size_t len) {

@@ -10,6 +10,7 @@
  * sgemm calls run outside any region with the caller's thread count. */
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,16 +46,57 @@ static void trace_rows(const trace_ctx *t, const char *name, const seq *seqs, in
                       data + (size_t)seqs[s].row0 * (size_t)cols, seqs[s].len, cols);
 }
 
-/* y[rows, out] = x[rows, in] · w[out, in]^T + b */
-static void linear(const float *x, int rows, int in, const float *w, const float *b, int out,
-                   float *y) {
-    float beta = 0.0f;
-    if (b) {
-        for (int r = 0; r < rows; r++) memcpy(y + (size_t)r * out, b, sizeof(float) * (size_t)out);
-        beta = 1.0f;
+/* y[rows, out] = x[rows, in] · w[out, in]^T  (biases are added by the elementwise pass that
+ * follows, fl(acc + b) exactly as sgemm with beta = 1 on a bias-filled C would give).
+ *
+ * Threads split the product themselves (rows when there are many, else output columns) and
+ * each calls OpenBLAS single-threaded: no spinning/yielding inside sgemm on a busy machine, and
+ * each element is the same K-ordered dot product whatever the split, so results do not depend
+ * on the thread count. */
+static void linear(const float *x, int rows, int in, const float *w, int out, float *y) {
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+#endif
+    int by_rows = rows >= 64 * nt;
+    int parts = nt;
+    if (!by_rows && out < 64 * nt) parts = 1;
+#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
+    for (int p = 0; p < parts; p++) {
+        if (by_rows) {
+            int r0 = (int)((long long)rows * p / parts), r1 = (int)((long long)rows * (p + 1) / parts);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f,
+                        x + (size_t)r0 * in, in, w, in, 0.0f, y + (size_t)r0 * out, out);
+        } else {
+            /* column blocks aligned to 16 floats keep the kernel on its fast path */
+            int c0 = (int)((long long)out * p / parts) & ~15, c1 = p + 1 == parts ? out
+                         : (int)((long long)out * (p + 1) / parts) & ~15;
+            if (c1 > c0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, c1 - c0, in, 1.0f, x, in,
+                            w + (size_t)c0 * in, in, 0.0f, y + c0, out);
+        }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, beta,
-                y, out);
+}
+
+/* y = (y + b) * scale, row-wise bias (scale 1 is exact). */
+static void bias_scale(float *y, const float *b, int rows, int cols, float scale) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *yr = y + (size_t)r * cols;
+#pragma omp simd
+        for (int c = 0; c < cols; c++) yr[c] = (yr[c] + b[c]) * scale;
+    }
+}
+
+/* h = h + (y + b): the residual add of a biased projection, in HF's rounding order. */
+static void residual_bias(float *h, const float *y, const float *b, int rows, int cols) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *hr = h + (size_t)r * cols;
+        const float *yr = y + (size_t)r * cols;
+#pragma omp simd
+        for (int c = 0; c < cols; c++) hr[c] = hr[c] + (yr[c] + b[c]);
+    }
 }
 
 static void layernorm(const float *x, float *y, int rows, int d, const float *g, const float *b,
@@ -63,58 +105,94 @@ static void layernorm(const float *x, float *y, int rows, int d, const float *g,
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * d;
         float *yr = y + (size_t)r * d;
+        /* two-pass moments in double (spec §A.3); the simd reductions only reorder exact-ish
+         * double sums of float inputs */
         double mu = 0.0, var = 0.0;
+#pragma omp simd reduction(+ : mu)
         for (int i = 0; i < d; i++) mu += xr[i];
         mu /= d;
+#pragma omp simd reduction(+ : var)
         for (int i = 0; i < d; i++) {
             double c = xr[i] - mu;
             var += c * c;
         }
         var /= d;
         double rstd = 1.0 / sqrt(var + eps);
+#pragma omp simd
         for (int i = 0; i < d; i++) yr[i] = (float)(((double)xr[i] - mu) * rstd * g[i] + b[i]);
     }
 }
 
-static void activation(float *x, size_t n, clip_act act) {
-    long long nn = (long long)n;
-    switch (act) {
-    case CLIP_ACT_QUICK_GELU:
-#pragma omp parallel for schedule(static)
-        for (long long i = 0; i < nn; i++) {
-            double v = x[i];
-            /* 1.702 is a float constant in HF (1.7020000219...). */
-            x[i] = (float)(v / (1.0 + exp(-(double)1.702f * v)));
-        }
-        break;
-    case CLIP_ACT_GELU:
-#pragma omp parallel for schedule(static)
-        for (long long i = 0; i < nn; i++) {
-            double v = x[i];
-            x[i] = (float)(0.5 * v * (1.0 + erf(v * 0.70710678118654752440)));
-        }
-        break;
-    case CLIP_ACT_GELU_TANH:
-#pragma omp parallel for schedule(static)
-        for (long long i = 0; i < nn; i++) {
-            double v = x[i];
-            x[i] = (float)(0.5 * v *
-                           (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v))));
-        }
-        break;
-    }
+/* e^x in float for x in [-87, 88.3], within about 1 ulp (Cephes expf: Cody-Waite reduction and
+ * a degree-6 polynomial), written without calls or branches so that the loops using it
+ * vectorise. The activations are float32 in PyTorch too (vectorised Sleef expf, 1 ulp). */
+static inline float exp_f32(float x) {
+    /* clamp to [-87, 88.3] with bit masks: a ?: or fminf here stops GCC from vectorising
+     * without -ffast-math; NaN stays NaN */
+    union {
+        float f;
+        int32_t i;
+    } ux = {x}, lo = {-87.0f}, hi = {88.3f};
+    int32_t mlo = -(int32_t)(x < -87.0f), mhi = -(int32_t)(x > 88.3f);
+    ux.i = (ux.i & ~mlo) | (lo.i & mlo);
+    ux.i = (ux.i & ~mhi) | (hi.i & mhi);
+    x = ux.f;
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick: exact for |n| < 2^22 */
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } scale = {((int32_t)n + 127) << 23};
+    return p * scale.f;
 }
 
-static void add_inplace(float *h, const float *d, size_t n) {
-    long long nn = (long long)n;
+/* x = act(x + b) row-wise. */
+static void bias_activation(float *x, const float *bias, int rows, int cols, clip_act act) {
 #pragma omp parallel for schedule(static)
-    for (long long i = 0; i < nn; i++) h[i] += d[i];
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * cols;
+        switch (act) {
+        case CLIP_ACT_QUICK_GELU:
+            /* x * sigmoid(1.702 x), 1.702 as the float constant HF uses (1.7020000219...) */
+#pragma omp simd
+            for (int c = 0; c < cols; c++) {
+                float v = xr[c] + bias[c];
+                xr[c] = v / (1.0f + exp_f32(-1.702f * v));
+            }
+            break;
+        case CLIP_ACT_GELU:
+            for (int c = 0; c < cols; c++) {
+                double v = (float)(xr[c] + bias[c]);
+                xr[c] = (float)(0.5 * v * (1.0 + erf(v * 0.70710678118654752440)));
+            }
+            break;
+        case CLIP_ACT_GELU_TANH:
+            for (int c = 0; c < cols; c++) {
+                double v = (float)(xr[c] + bias[c]);
+                xr[c] = (float)(0.5 * v *
+                                (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v))));
+            }
+            break;
+        }
+    }
 }
 
 /* Workspace of one chunk, sized for `rows` tokens. */
 typedef struct work {
     float *h, *a, *q, *k, *v, *ctx, *f;
     float *scores; /* per thread: max_len * max_len */
+    double *expbuf; /* per thread: max_len softmax numerators */
+    float *zero;    /* tracing only: a zero bias, for passes whose bias was added already */
     float *probs;  /* tracing only: heads * max_len * max_len per sequence */
     int max_len, nthreads;
 } work;
@@ -128,6 +206,8 @@ static void work_free(work *w) {
     free(w->ctx);
     free(w->f);
     free(w->scores);
+    free(w->expbuf);
+    free(w->zero);
     free(w->probs);
     memset(w, 0, sizeof *w);
 }
@@ -146,9 +226,13 @@ static clip_status work_alloc(work *w, int rows, int d, int mlp, int max_len, in
     w->ctx = malloc(rd * sizeof(float));
     w->f = malloc(rf * sizeof(float));
     w->scores = malloc(ss * (size_t)w->nthreads * sizeof(float));
-    if (tracing) w->probs = calloc(ss * (size_t)heads, sizeof(float));
-    if (!w->h || !w->a || !w->q || !w->k || !w->v || !w->ctx || !w->f || !w->scores ||
-        (tracing && !w->probs)) {
+    w->expbuf = malloc((size_t)max_len * (size_t)w->nthreads * sizeof(double));
+    if (tracing) {
+        w->probs = calloc(ss * (size_t)heads, sizeof(float));
+        w->zero = calloc((size_t)(mlp > d ? mlp : d), sizeof(float));
+    }
+    if (!w->h || !w->a || !w->q || !w->k || !w->v || !w->ctx || !w->f || !w->scores || !w->expbuf ||
+        (tracing && (!w->probs || !w->zero))) {
         work_free(w);
         return clip_fail(err, CLIP_ERR_NOMEM,
                          "cannot allocate the forward-pass workspace (%d tokens x %d)", rows, mlp);
@@ -175,6 +259,7 @@ static void attention(work *w, const seq *seqs, int nseq, int d, int heads, int 
             tid = omp_get_thread_num();
 #endif
             float *sc = w->scores + (size_t)tid * w->max_len * w->max_len;
+            double *ex = w->expbuf + (size_t)tid * w->max_len;
             const float *Q = w->q + (size_t)s->row0 * d + (size_t)h * hd;
             const float *K = w->k + (size_t)s->row0 * d + (size_t)h * hd;
             const float *V = w->v + (size_t)s->row0 * d + (size_t)h * hd;
@@ -187,9 +272,12 @@ static void attention(work *w, const seq *seqs, int nseq, int d, int heads, int 
                 for (int j = 1; j < nvis; j++)
                     if (row[j] > mx) mx = row[j];
                 double sum = 0.0;
-                for (int j = 0; j < nvis; j++) sum += exp((double)row[j] - (double)mx);
+                for (int j = 0; j < nvis; j++) {
+                    ex[j] = exp((double)row[j] - (double)mx);
+                    sum += ex[j];
+                }
                 double inv = 1.0 / sum;
-                for (int j = 0; j < nvis; j++) row[j] = (float)(exp((double)row[j] - mx) * inv);
+                for (int j = 0; j < nvis; j++) row[j] = (float)(ex[j] * inv);
                 for (int j = nvis; j < L; j++) row[j] = 0.0f; /* masked keys weigh exactly 0 */
             }
             if (tracing)
@@ -215,61 +303,65 @@ static void encoder(work *w, const seq *seqs, int nseq, int rows, const clip_tow
     float scale = (float)(1.0 / sqrt((double)(d / heads)));
     int tracing = t->opt && t->opt->trace;
     char name[96];
+#define TRACE(fmt, data, cols)                                                                     \
+    do {                                                                                           \
+        if (tracing) {                                                                             \
+            snprintf(name, sizeof name, fmt, l);                                                   \
+            trace_rows(t, name, seqs, nseq, data, cols);                                           \
+        }                                                                                          \
+    } while (0)
     for (int l = 0; l < tc->layers; l++) {
         const clip_layer_weights *L = &layers[l];
         layernorm(w->h, w->a, rows, d, L->ln1_w, L->ln1_b, tc->eps);
-        linear(w->a, rows, d, L->q_w, L->q_b, d, w->q);
-        linear(w->a, rows, d, L->k_w, L->k_b, d, w->k);
-        linear(w->a, rows, d, L->v_w, L->v_b, d, w->v);
-        if (tracing) {
-            snprintf(name, sizeof name, "layer%d.layer_norm1", l);
-            trace_rows(t, name, seqs, nseq, w->a, d);
-            snprintf(name, sizeof name, "layer%d.q_proj", l);
-            trace_rows(t, name, seqs, nseq, w->q, d);
-            snprintf(name, sizeof name, "layer%d.k_proj", l);
-            trace_rows(t, name, seqs, nseq, w->k, d);
-            snprintf(name, sizeof name, "layer%d.v_proj", l);
-            trace_rows(t, name, seqs, nseq, w->v, d);
+        TRACE("layer%d.layer_norm1", w->a, d);
+        linear(w->a, rows, d, L->q_w, d, w->q);
+        linear(w->a, rows, d, L->k_w, d, w->k);
+        linear(w->a, rows, d, L->v_w, d, w->v);
+        /* HF eager scales q after the biased projection: (a Wq^T + bq) * head_dim^-0.5 */
+        if (tracing) { /* q_proj is traced before the scaling: same two roundings, split */
+            bias_scale(w->q, L->q_b, rows, d, 1.0f);
+            TRACE("layer%d.q_proj", w->q, d);
         }
-        /* HF eager scales q after the projection (q_proj(x) * head_dim^-0.5). */
-        size_t rd = (size_t)rows * d;
-        for (size_t i = 0; i < rd; i++) w->q[i] *= scale;
+        bias_scale(w->q, tracing ? w->zero : L->q_b, rows, d, scale);
+        bias_scale(w->k, L->k_b, rows, d, 1.0f);
+        bias_scale(w->v, L->v_b, rows, d, 1.0f);
+        TRACE("layer%d.k_proj", w->k, d);
+        TRACE("layer%d.v_proj", w->v, d);
         snprintf(name, sizeof name, "layer%d.attn_probs", l);
         attention(w, seqs, nseq, d, heads, causal, t, tracing ? name : NULL);
-        linear(w->ctx, rows, d, L->o_w, L->o_b, d, w->a);
-        if (tracing) {
-            snprintf(name, sizeof name, "layer%d.attn_context", l);
-            trace_rows(t, name, seqs, nseq, w->ctx, d);
-            snprintf(name, sizeof name, "layer%d.out_proj", l);
-            trace_rows(t, name, seqs, nseq, w->a, d);
+        TRACE("layer%d.attn_context", w->ctx, d);
+        linear(w->ctx, rows, d, L->o_w, d, w->a);
+        if (tracing) { /* the traced out_proj includes its bias; the residual then adds 0 */
+            bias_scale(w->a, L->o_b, rows, d, 1.0f);
+            TRACE("layer%d.out_proj", w->a, d);
         }
-        add_inplace(w->h, w->a, rd);
+        residual_bias(w->h, w->a, tracing ? w->zero : L->o_b, rows, d);
         layernorm(w->h, w->a, rows, d, L->ln2_w, L->ln2_b, tc->eps);
-        linear(w->a, rows, d, L->fc1_w, L->fc1_b, mlp, w->f);
+        TRACE("layer%d.layer_norm2", w->a, d);
+        linear(w->a, rows, d, L->fc1_w, mlp, w->f);
         if (tracing) {
-            snprintf(name, sizeof name, "layer%d.layer_norm2", l);
-            trace_rows(t, name, seqs, nseq, w->a, d);
-            snprintf(name, sizeof name, "layer%d.fc1", l);
-            trace_rows(t, name, seqs, nseq, w->f, mlp);
+            bias_scale(w->f, L->fc1_b, rows, mlp, 1.0f);
+            TRACE("layer%d.fc1", w->f, mlp);
         }
-        activation(w->f, (size_t)rows * mlp, tc->act);
-        linear(w->f, rows, mlp, L->fc2_w, L->fc2_b, d, w->a);
+        bias_activation(w->f, tracing ? w->zero : L->fc1_b, rows, mlp, tc->act);
+        linear(w->f, rows, mlp, L->fc2_w, d, w->a);
         if (tracing) {
-            snprintf(name, sizeof name, "layer%d.fc2", l);
-            trace_rows(t, name, seqs, nseq, w->a, d);
+            bias_scale(w->a, L->fc2_b, rows, d, 1.0f);
+            TRACE("layer%d.fc2", w->a, d);
         }
-        add_inplace(w->h, w->a, rd);
+        residual_bias(w->h, w->a, tracing ? w->zero : L->fc2_b, rows, d);
         if (tracing) {
             snprintf(name, sizeof name, "hidden_states.%d", l + 1);
             trace_rows(t, name, seqs, nseq, w->h, d);
         }
     }
+#undef TRACE
 }
 
 /* pooled [n, d] -> out [n, E]: projection, then L2 normalisation unless features are asked. */
 static void project(const float *pooled, int n, int d, const float *proj, int E, int features,
                     float *out, const trace_ctx *t, const char *feat_name, const char *emb_name) {
-    linear(pooled, n, d, proj, NULL, E, out);
+    linear(pooled, n, d, proj, E, out);
     if (t->opt && t->opt->trace)
         for (int i = 0; i < n; i++)
             t->opt->trace(t->opt->trace_user, feat_name, t->item0 + i, out + (size_t)i * E, 1, E);
@@ -345,7 +437,7 @@ static clip_status vision_chunk(const clip_model *m, const float *pixels, int n,
                 memcpy(dst + ((size_t)ch * P + ky) * P, src, sizeof(float) * (size_t)P);
             }
     }
-    linear(cols, (int)npatch, K, W->patch_w, NULL, D, w.a);
+    linear(cols, (int)npatch, K, W->patch_w, D, w.a);
     if (tracing)
         for (int b = 0; b < n; b++)
             opt->trace(opt->trace_user, "vision.patch_conv", item0 + b, w.a + (size_t)b * np * D, np,

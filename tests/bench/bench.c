@@ -1,0 +1,27 @@
+/* bench.c — `make bench`: speed figures of every stage, each with the ratio that matters
+ * measured in the same run (the machine is shared and noisy: compare ratios, not seconds). */
+#include "bench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+double bench_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int main(void) {
+    const char *shared = getenv("CLIPEVAL_SHARED");
+    const char *synth = getenv("CLIPEVAL_SYNTH_DIR");
+    const char *build = getenv("CLIPEVAL_BUILD");
+    if (!shared || !*shared) {
+        fprintf(stderr, "bench: CLIPEVAL_SHARED is not set (run it through `make bench`)\n");
+        return 2;
+    }
+    if (!synth || !*synth) synth = "build/models";
+    if (!build || !*build) build = "build";
+    bench_model(shared, synth);
+    return 0;
+}

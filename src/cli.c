@@ -1,12 +1,16 @@
 /* cli.c — the clipeval command line. Each subcommand is a thin layer over clip.h. */
 #include <errno.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clip.h"
 #include "model_internal.h"
+#include "json.h"
 #include "npy.h"
+#include "scorer.h"
 #include "util.h"
 
 #define DEFAULT_MODEL "openai/clip-vit-base-patch32"
@@ -110,22 +114,64 @@ static int cmd_synth(int argc, char **argv) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ shared input readers */
+
+/* Reads a JSONL file of strings ("JSONL of strings": any text, newlines included, fits on one
+ * line). Calls fn for each; blank lines are skipped; anything else is an error with its line. */
+typedef int (*string_fn)(void *user, const char *s, size_t len, size_t line);
+
+static int for_each_json_string(FILE *f, const char *what, string_fn fn, void *user) {
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    ssize_t n;
+    int rc = 0;
+    while (!rc && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t len = (size_t)n;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        size_t k = 0;
+        while (k < len && (line[k] == ' ' || line[k] == '\t')) k++;
+        if (k == len) continue;
+        json_doc *d;
+        clip_error e = {0};
+        char where[256];
+        snprintf(where, sizeof where, "%s line %zu", what, lineno);
+        if (json_parse(line, len, where, 0, &d, &e)) {
+            rc = die(&e);
+            break;
+        }
+        const json_value *v = json_doc_root(d);
+        if (v->type != JSON_STRING) {
+            fprintf(stderr, "clipeval: error: %s: expected a JSON string, got %s\n", where,
+                    json_type_name(v->type));
+            rc = 1;
+        } else {
+            rc = fn(user, v->u.str.s, v->u.str.len, lineno);
+        }
+        json_doc_free(d);
+    }
+    free(line);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ embed */
 
 static const char *embed_help =
-    "usage: clipeval embed --model DIR|ID (--pixel-values A.npy [B.npy ...] | --input-ids IDS.npy)\n"
-    "                      --out OUT.npy [--features] [--device cpu|cuda|auto] [--threads N]\n"
-    "  --pixel-values  float32 [3,S,S] or [N,3,S,S] preprocessed images (S = model image size)\n"
-    "  --input-ids     int64 or int32 [N,L] (or [L]) token ids, L <= 77, right-padded\n"
-    "  --out           float32 [N,D]: L2-normalised embeddings (CLIPModel.forward image_embeds /\n"
-    "                  text_embeds), or with --features the unnormalised projections\n"
-    "                  (get_image_features / get_text_features)\n";
+    "usage: clipeval embed --model DIR|ID INPUT --out OUT.npy [--features]\n"
+    "                      [--device cpu|cuda|auto] [--threads N] [--exif-transpose]\n"
+    "INPUT is one of:\n"
+    "  --pixel-values A.npy [B.npy ...]  float32 [3,S,S] or [N,3,S,S] preprocessed images\n"
+    "  --images A.png [B.jpg ...]        image files, decoded and preprocessed like HF\n"
+    "  --input-ids IDS.npy               int64 or int32 [N,L] (or [L]) token ids, L <= 77\n"
+    "  --texts-file FILE                 one JSON string per line (JSONL of strings)\n"
+    "--out: float32 [N,D] L2-normalised embeddings (CLIPModel.forward image_embeds/text_embeds),\n"
+    "or with --features the unnormalised projections (get_image_features/get_text_features).\n";
 
 typedef struct embed_args {
-    const char *model, *out, *ids;
-    const char **pix;
-    int npix;
-    int features, threads;
+    const char *model, *out, *ids, *texts;
+    const char **pix, **images;
+    int npix, nimages;
+    int features, threads, exif;
     clip_device device;
 } embed_args;
 
@@ -176,6 +222,31 @@ static int load_pixels(const char **files, int nfiles, int S, float **data, int 
     return 0;
 }
 
+static int load_images(const char *model_dir, const char **files, int nfiles, int S, int exif,
+                       float **data) {
+    clip_image_config cfg;
+    clip_error e = {0};
+    if (clip_image_config_load(model_dir, &cfg, &e)) return die(&e);
+    if (cfg.crop_height != S || cfg.crop_width != S) {
+        fprintf(stderr, "clipeval: error: %s: crop size %dx%d does not match the model's %d\n",
+                model_dir, cfg.crop_width, cfg.crop_height, S);
+        return 1;
+    }
+    clip_decode_options d;
+    clip_decode_options_init(&d);
+    d.exif_transpose = exif;
+    size_t per = (size_t)3 * S * S;
+    float *buf = malloc(sizeof(float) * per * (size_t)nfiles);
+    if (!buf) return 1;
+    for (int i = 0; i < nfiles; i++)
+        if (clip_preprocess_file(files[i], &cfg, &d, buf + per * i, &e)) {
+            free(buf);
+            return die(&e);
+        }
+    *data = buf;
+    return 0;
+}
+
 static int load_ids(const char *file, int32_t **ids, int *n, int *len) {
     npy_array a;
     clip_error e = {0};
@@ -206,98 +277,471 @@ static int load_ids(const char *file, int32_t **ids, int *n, int *len) {
     return 0;
 }
 
-static int write_embeddings(const char *path, const float *out, int n, int dim) {
-    size_t shape[2] = {(size_t)n, (size_t)dim};
+typedef struct texts_acc {
+    const clip_tokenizer *tok;
+    int L;
+    int32_t *ids;
+    int n, cap;
+} texts_acc;
+
+static int add_text(void *user, const char *s, size_t len, size_t line) {
+    texts_acc *t = user;
+    if (t->n == t->cap) {
+        int ncap = t->cap ? t->cap * 2 : 64;
+        int32_t *ni = realloc(t->ids, sizeof(int32_t) * (size_t)t->L * (size_t)ncap);
+        if (!ni) {
+            fprintf(stderr, "clipeval: error: out of memory at line %zu\n", line);
+            return 1;
+        }
+        t->ids = ni;
+        t->cap = ncap;
+    }
     clip_error e = {0};
-    if (npy_save(path, NPY_F32, 2, shape, out, &e)) return die(&e);
+    if (clip_tokenize_batch(t->tok, &s, &len, 1, t->L, t->ids + (size_t)t->n * t->L, NULL, &e))
+        return die(&e);
+    t->n++;
+    return 0;
+}
+
+static int load_texts(const char *model_dir, const char *file, int context, int32_t **ids, int *n,
+                      int *len) {
+    clip_tokenizer *tok;
+    clip_error e = {0};
+    if (clip_tokenizer_load(model_dir, &tok, &e)) return die(&e);
+    FILE *f = strcmp(file, "-") ? fopen(file, "rb") : stdin;
+    if (!f) {
+        fprintf(stderr, "clipeval: error: %s: cannot open: %s\n", file, strerror(errno));
+        clip_tokenizer_free(tok);
+        return 1;
+    }
+    int L = clip_tokenizer_max_length(tok);
+    texts_acc t = {tok, L < context ? L : context, NULL, 0, 0};
+    int rc = for_each_json_string(f, file, add_text, &t);
+    if (f != stdin) fclose(f);
+    clip_tokenizer_free(tok);
+    if (!rc && t.n == 0) {
+        fprintf(stderr, "clipeval: error: %s: no texts\n", file);
+        rc = 1;
+    }
+    if (rc) {
+        free(t.ids);
+        return rc;
+    }
+    *ids = t.ids;
+    *n = t.n;
+    *len = t.L;
     return 0;
 }
 
 static int cmd_embed(int argc, char **argv) {
-    embed_args a = {DEFAULT_MODEL, NULL, NULL, NULL, 0, 0, 0, CLIP_DEVICE_CPU};
-    const char **pix = calloc((size_t)argc + 1, sizeof *pix);
-    if (!pix) return 1;
-    a.pix = pix;
-    for (int i = 0; i < argc; i++) {
+    embed_args a;
+    memset(&a, 0, sizeof a);
+    a.model = DEFAULT_MODEL;
+    a.device = CLIP_DEVICE_CPU;
+    a.pix = calloc((size_t)argc + 1, sizeof *a.pix);
+    a.images = calloc((size_t)argc + 1, sizeof *a.images);
+    int rc = 0;
+    if (!a.pix || !a.images) return 1;
+    for (int i = 0; i < argc && !rc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             fputs(embed_help, stdout);
-            free(pix);
-            return 0;
+            rc = -1;
         } else if (!strcmp(o, "--model") && i + 1 < argc) {
             a.model = argv[++i];
         } else if (!strcmp(o, "--out") && i + 1 < argc) {
             a.out = argv[++i];
         } else if (!strcmp(o, "--input-ids") && i + 1 < argc) {
             a.ids = argv[++i];
+        } else if (!strcmp(o, "--texts-file") && i + 1 < argc) {
+            a.texts = argv[++i];
         } else if (!strcmp(o, "--pixel-values")) {
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) pix[a.npix++] = argv[++i];
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) a.pix[a.npix++] = argv[++i];
+        } else if (!strcmp(o, "--images")) {
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+                a.images[a.nimages++] = argv[++i];
         } else if (!strcmp(o, "--features")) {
             a.features = 1;
+        } else if (!strcmp(o, "--exif-transpose")) {
+            a.exif = 1;
         } else if (!strcmp(o, "--threads") && i + 1 < argc) {
-            if ((a.threads = parse_int(argv[++i], 1, 4096)) < 0) {
-                free(pix);
-                return usage_error("embed", "bad --threads '%s'", argv[i]);
-            }
+            if ((a.threads = parse_int(argv[++i], 1, 4096)) < 0)
+                rc = usage_error("embed", "bad --threads '%s'", argv[i]);
         } else if (!strcmp(o, "--device") && i + 1 < argc) {
-            if (!parse_device(argv[++i], &a.device)) {
-                free(pix);
-                return usage_error("embed", "bad --device '%s' (cpu, cuda or auto)", argv[i]);
-            }
+            if (!parse_device(argv[++i], &a.device))
+                rc = usage_error("embed", "bad --device '%s' (cpu, cuda or auto)", argv[i]);
         } else {
-            free(pix);
-            return usage_error("embed", "unknown or incomplete option '%s'", o);
+            rc = usage_error("embed", "unknown or incomplete option '%s'", o);
         }
     }
-    int inputs = (a.npix > 0) + (a.ids != NULL);
-    if (inputs != 1 || !a.out) {
-        free(pix);
-        return usage_error("embed", "give --out and exactly one of --pixel-values, --input-ids%s",
-                           "");
-    }
-    clip_model_options mo;
-    clip_model_options_init(&mo);
-    mo.device = a.device;
-    mo.n_threads = a.threads;
-    clip_model *m;
+    int inputs = (a.npix > 0) + (a.nimages > 0) + (a.ids != NULL) + (a.texts != NULL);
+    if (!rc && (inputs != 1 || !a.out))
+        rc = usage_error("embed", "give --out and exactly one of --pixel-values, --images, "
+                                  "--input-ids, --texts-file%s", "");
+    clip_model *m = NULL;
     clip_error e = {0};
-    if (clip_model_load(a.model, &mo, &m, &e)) {
-        free(pix);
-        return die(&e);
+    if (!rc) {
+        clip_model_options mo;
+        clip_model_options_init(&mo);
+        mo.device = a.device;
+        mo.n_threads = a.threads;
+        if (clip_model_load(a.model, &mo, &m, &e)) rc = die(&e);
     }
-    const clip_model_info *info = clip_model_get_info(m);
-    clip_encode_options eo = {a.features ? CLIP_EMBED_FEATURES : 0, NULL, NULL};
-    int rc = 0, n = 0;
     float *out = NULL;
-    if (a.npix) {
-        float *pixels;
-        rc = load_pixels(a.pix, a.npix, info->image_size, &pixels, &n);
-        if (!rc) {
-            out = malloc(sizeof(float) * (size_t)n * info->embed_dim);
-            if (!out)
-                rc = 1;
-            else if (clip_encode_images(m, pixels, n, &eo, out, &e))
-                rc = die(&e);
+    int n = 0;
+    if (!rc) {
+        const clip_model_info *info = clip_model_get_info(m);
+        clip_encode_options eo = {a.features ? CLIP_EMBED_FEATURES : 0, NULL, NULL};
+        if (a.npix || a.nimages) {
+            float *pixels = NULL;
+            rc = a.npix ? load_pixels(a.pix, a.npix, info->image_size, &pixels, &n)
+                        : load_images(info->dir, a.images, a.nimages, info->image_size, a.exif,
+                                      &pixels);
+            if (a.nimages) n = a.nimages;
+            if (!rc && !(out = malloc(sizeof(float) * (size_t)n * info->embed_dim))) rc = 1;
+            if (!rc && clip_encode_images(m, pixels, n, &eo, out, &e)) rc = die(&e);
             free(pixels);
-        }
-    } else {
-        int32_t *ids;
-        int len;
-        rc = load_ids(a.ids, &ids, &n, &len);
-        if (!rc) {
-            out = malloc(sizeof(float) * (size_t)n * info->embed_dim);
-            if (!out)
-                rc = 1;
-            else if (clip_encode_texts(m, ids, n, len, &eo, out, &e))
-                rc = die(&e);
+        } else {
+            int32_t *ids = NULL;
+            int len = 0;
+            rc = a.ids ? load_ids(a.ids, &ids, &n, &len)
+                       : load_texts(info->dir, a.texts, info->context_length, &ids, &n, &len);
+            if (!rc && !(out = malloc(sizeof(float) * (size_t)n * info->embed_dim))) rc = 1;
+            if (!rc && clip_encode_texts(m, ids, n, len, &eo, out, &e)) rc = die(&e);
             free(ids);
         }
+        if (!rc) {
+            size_t shape[2] = {(size_t)n, (size_t)info->embed_dim};
+            if (npy_save(a.out, NPY_F32, 2, shape, out, &e)) rc = die(&e);
+        }
     }
-    if (!rc) rc = write_embeddings(a.out, out, n, info->embed_dim);
     free(out);
-    free(pix);
+    free(a.pix);
+    free(a.images);
     clip_model_free(m);
+    return rc < 0 ? 0 : rc;
+}
+
+/* ------------------------------------------------------------------ tokenize */
+
+static const char *tokenize_help =
+    "usage: clipeval tokenize [--model DIR|ID] [--max-length N] [--no-pad] [--no-truncate]\n"
+    "Reads one JSON string per line on stdin; prints one JSON object per line:\n"
+    "  {\"input_ids\":[...],\"attention_mask\":[...]}\n"
+    "Without --max-length the full sequence is printed (BOS ... EOS). With it, the sequence is\n"
+    "truncated (BOS + first N-2 + EOS) and padded to N, as CLIPProcessor(padding=\"max_length\",\n"
+    "truncation=True, max_length=N) does; --no-pad / --no-truncate turn either off.\n";
+
+typedef struct tok_state {
+    const clip_tokenizer *tok;
+    int max_length, flags;
+    int32_t *ids, *mask;
+    size_t cap;
+    clip_buf out;
+} tok_state;
+
+static int tokenize_line(void *user, const char *s, size_t len, size_t line) {
+    tok_state *t = user;
+    clip_error e = {0};
+    size_t n = 0;
+    for (;;) {
+        clip_status st = clip_tokenize(t->tok, s, len, t->max_length, t->flags, t->ids, t->mask,
+                                       t->cap, &n, &e);
+        if (st == CLIP_OK) break;
+        if (st != CLIP_ERR_LIMIT || n <= t->cap) {
+            fprintf(stderr, "clipeval: error: stdin line %zu: %s\n", line, e.msg);
+            return 1;
+        }
+        int32_t *ni = realloc(t->ids, sizeof(int32_t) * n), *nm = realloc(t->mask, sizeof(int32_t) * n);
+        if (ni) t->ids = ni;
+        if (nm) t->mask = nm;
+        if (!ni || !nm) return 1;
+        t->cap = n;
+    }
+    t->out.len = 0;
+    clip_buf_puts(&t->out, "{\"input_ids\":[");
+    for (size_t i = 0; i < n; i++) clip_buf_printf(&t->out, "%s%d", i ? "," : "", (int)t->ids[i]);
+    clip_buf_puts(&t->out, "],\"attention_mask\":[");
+    for (size_t i = 0; i < n; i++) clip_buf_printf(&t->out, "%s%d", i ? "," : "", (int)t->mask[i]);
+    clip_buf_puts(&t->out, "]}\n");
+    if (t->out.oom || fwrite(t->out.data, 1, t->out.len, stdout) != t->out.len) return 1;
+    return 0;
+}
+
+static int cmd_tokenize(int argc, char **argv) {
+    const char *model = DEFAULT_MODEL;
+    int max_length = 0, pad = 1, trunc = 1;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(tokenize_help, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            model = argv[++i];
+        } else if (!strcmp(argv[i], "--max-length") && i + 1 < argc) {
+            if ((max_length = parse_int(argv[++i], 2, 1 << 24)) < 0)
+                return usage_error("tokenize", "bad --max-length '%s' (at least 2)", argv[i]);
+        } else if (!strcmp(argv[i], "--no-pad")) {
+            pad = 0;
+        } else if (!strcmp(argv[i], "--no-truncate")) {
+            trunc = 0;
+        } else {
+            return usage_error("tokenize", "unknown or incomplete option '%s'", argv[i]);
+        }
+    }
+    char dir[4096];
+    clip_error e = {0};
+    clip_tokenizer *tok;
+    if (clip_resolve_model_dir(model, dir, sizeof dir, &e) || clip_tokenizer_load(dir, &tok, &e))
+        return die(&e);
+    tok_state t = {tok, max_length, (trunc ? CLIP_TOK_TRUNCATE : 0) | (pad ? CLIP_TOK_PAD : 0),
+                   NULL, NULL, 0, {0}};
+    t.cap = 256;
+    t.ids = malloc(sizeof(int32_t) * t.cap);
+    t.mask = malloc(sizeof(int32_t) * t.cap);
+    int rc = t.ids && t.mask ? for_each_json_string(stdin, "stdin", tokenize_line, &t) : 1;
+    if (fflush(stdout) != 0) rc = 1;
+    free(t.ids);
+    free(t.mask);
+    clip_buf_free(&t.out);
+    clip_tokenizer_free(tok);
     return rc;
+}
+
+/* ------------------------------------------------------------------ preprocess */
+
+static const char *preprocess_help =
+    "usage: clipeval preprocess [--model DIR|ID] IMAGE --out PIXELS.npy [--resized-out R.npy]\n"
+    "                           [--exif-transpose] [--pillow-tall-rule]\n"
+    "Decodes IMAGE like Pillow's Image.open(...).convert(\"RGB\") and preprocesses it like HF's\n"
+    "CLIPImageProcessor with the model's preprocessor_config.json: PIXELS is float32 [3,S,S];\n"
+    "R is the uint8 [H,W,3] image after the bicubic resize, before the centre crop.\n";
+
+static int cmd_preprocess(int argc, char **argv) {
+    const char *model = DEFAULT_MODEL, *image = NULL, *out = NULL, *resized_out = NULL;
+    clip_decode_options d;
+    clip_decode_options_init(&d);
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(preprocess_help, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            model = argv[++i];
+        } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
+            out = argv[++i];
+        } else if (!strcmp(argv[i], "--resized-out") && i + 1 < argc) {
+            resized_out = argv[++i];
+        } else if (!strcmp(argv[i], "--exif-transpose")) {
+            d.exif_transpose = 1;
+        } else if (!strcmp(argv[i], "--pillow-tall-rule")) {
+            d.pillow_tall_rule = 1;
+        } else if (argv[i][0] != '-' && !image) {
+            image = argv[i];
+        } else {
+            return usage_error("preprocess", "unknown or incomplete option '%s'", argv[i]);
+        }
+    }
+    if (!image || !out) return usage_error("preprocess", "IMAGE and --out are required%s", "");
+    char dir[4096];
+    clip_error e = {0};
+    clip_image_config cfg;
+    if (clip_resolve_model_dir(model, dir, sizeof dir, &e) || clip_image_config_load(dir, &cfg, &e))
+        return die(&e);
+    clip_image img = {0}, resized = {0};
+    if (clip_image_decode_file(image, &d, &img, &e)) return die(&e);
+    size_t n = (size_t)3 * cfg.crop_height * cfg.crop_width;
+    float *px = malloc(sizeof(float) * n);
+    int rc = px ? 0 : 1;
+    if (!rc && clip_image_preprocess(&img, &cfg, &d, px, resized_out ? &resized : NULL, &e))
+        rc = die(&e);
+    if (!rc) {
+        size_t shape[3] = {3, (size_t)cfg.crop_height, (size_t)cfg.crop_width};
+        if (npy_save(out, NPY_F32, 3, shape, px, &e)) rc = die(&e);
+    }
+    if (!rc && resized_out) {
+        size_t shape[3] = {(size_t)resized.height, (size_t)resized.width, 3};
+        if (npy_save(resized_out, NPY_U8, 3, shape, resized.rgb, &e)) rc = die(&e);
+    }
+    free(px);
+    clip_image_free(&img);
+    clip_image_free(&resized);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ score */
+
+static const char *score_help =
+    "usage: clipeval score --input IN --output OUT [options]\n"
+    "   or: clipeval score --first-entry-file IN --cache-path DIR --file-name-prefix P\n"
+    "                      [--cache-type jsonl|json|csv] [--step K] [options]\n"
+    "Adds clip_score = clamp((cos(image, text) + 1) / 2, 0, 1) to every row of a JSONL/JSON/CSV\n"
+    "table, exactly as DataFlow-MM's ImageCLIPEvaluator does. FileStorage naming writes\n"
+    "DIR/P_step{K+1}.{type} (K defaults to 0: _step1). The output appears only when the run\n"
+    "succeeds (written to a temporary file in the same folder, then renamed).\n"
+    "options:\n"
+    "  --image-key K        image path column (default image_path)\n"
+    "  --text-key K         text column (default text)\n"
+    "  --output-key K       score column (default clip_score; replaced in place if present)\n"
+    "  --image-root DIR     resolve relative image paths against DIR (default: current dir)\n"
+    "  --model DIR|ID       model folder or HF model id (default openai/clip-vit-base-patch32)\n"
+    "  --cache-type T       output format jsonl|json|csv (default: the input's)\n"
+    "  --device D           auto|cpu|cuda (default auto: CUDA when built with it and present)\n"
+    "  --threads N          CPU threads for the model (default: all cores)\n"
+    "  --decode-threads N   image decoding threads (default: all cores)\n"
+    "  --batch-size N       images per forward call (default 32; texts use 8x)\n"
+    "  --cache-entries N    distinct images and texts whose embeddings are kept (default 65536)\n"
+    "  --per-row            DataFlow's own loop: batch 1, nothing reused (for comparison)\n"
+    "  --pandas-compat      write exactly like pandas to_json/to_csv (10 decimals, \\/ ...)\n"
+    "  --skip-invalid       copy invalid rows to OUT.rejects instead of stopping\n"
+    "  --exif-transpose     apply EXIF orientation (DataFlow does not)\n"
+    "  --max-pixels N       refuse larger images (default 178956970, Pillow's limit)\n"
+    "  --max-file-bytes N   refuse larger image files (default 1 GiB)\n"
+    "  --max-row-bytes N    refuse longer rows (default 64 MiB)\n"
+    "  --quiet              no progress bar and no summary line\n";
+
+/* Set by SIGINT/SIGTERM. A signal handler can only communicate through a static flag; the
+ * library itself keeps no global state and just polls the pointer it is given. */
+static volatile sig_atomic_t g_cancel;
+static void on_signal(int sig) {
+    (void)sig;
+    g_cancel = 1;
+}
+
+static int parse_size(const char *s, unsigned long long *out) {
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-') return 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return 0;
+    *out = v;
+    return 1;
+}
+
+static int cmd_score(int argc, char **argv) {
+    clip_score_options o;
+    clip_score_options_init(&o);
+    const char *input = NULL, *output = NULL, *first = NULL, *cache_path = NULL, *prefix = NULL;
+    const char *cache_type = NULL;
+    int step = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        unsigned long long u;
+#define VAL(name) (!strcmp(a, name) && v && ++i)
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(score_help, stdout);
+            return 0;
+        } else if (VAL("--input")) {
+            input = v;
+        } else if (VAL("--output")) {
+            output = v;
+        } else if (VAL("--first-entry-file")) {
+            first = v;
+        } else if (VAL("--cache-path")) {
+            cache_path = v;
+        } else if (VAL("--file-name-prefix")) {
+            prefix = v;
+        } else if (VAL("--cache-type")) {
+            cache_type = v;
+        } else if (VAL("--step")) {
+            if ((step = parse_int(v, 0, 1 << 30)) < 0) return usage_error("score", "bad --step '%s'", v);
+        } else if (VAL("--image-key")) {
+            o.image_key = v;
+        } else if (VAL("--text-key")) {
+            o.text_key = v;
+        } else if (VAL("--output-key")) {
+            o.output_key = v;
+        } else if (VAL("--image-root")) {
+            o.image_root = v;
+        } else if (VAL("--model")) {
+            o.model = v;
+        } else if (VAL("--device")) {
+            if (!parse_device(v, &o.device)) return usage_error("score", "bad --device '%s'", v);
+        } else if (VAL("--threads")) {
+            if ((o.threads = parse_int(v, 1, 4096)) < 0) return usage_error("score", "bad --threads '%s'", v);
+        } else if (VAL("--decode-threads")) {
+            if ((o.decode_threads = parse_int(v, 1, 4096)) < 0)
+                return usage_error("score", "bad --decode-threads '%s'", v);
+        } else if (VAL("--batch-size")) {
+            if ((o.batch_size = parse_int(v, 1, 4096)) < 0)
+                return usage_error("score", "bad --batch-size '%s' (1..4096)", v);
+        } else if (VAL("--cache-entries")) {
+            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --cache-entries '%s'", v);
+            o.cache_entries = (size_t)u;
+        } else if (VAL("--max-pixels")) {
+            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-pixels '%s'", v);
+            o.decode.max_pixels = u;
+        } else if (VAL("--max-file-bytes")) {
+            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-file-bytes '%s'", v);
+            o.decode.max_file_bytes = u;
+        } else if (VAL("--max-row-bytes")) {
+            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-row-bytes '%s'", v);
+            o.limits.max_row_bytes = (size_t)u;
+        } else if (!strcmp(a, "--per-row")) {
+            o.per_row = 1;
+        } else if (!strcmp(a, "--pandas-compat")) {
+            o.pandas_compat = 1;
+        } else if (!strcmp(a, "--skip-invalid")) {
+            o.skip_invalid = 1;
+        } else if (!strcmp(a, "--exif-transpose")) {
+            o.decode.exif_transpose = 1;
+        } else if (!strcmp(a, "--quiet")) {
+            o.quiet = 1;
+        } else {
+            return usage_error("score", "unknown or incomplete option '%s'", a);
+        }
+#undef VAL
+    }
+    clip_error e = {0};
+    char out_path[4200];
+    if (first) { /* FileStorage naming */
+        if (input || output)
+            return usage_error("score", "use either --input/--output or --first-entry-file%s", "");
+        if (!cache_path) cache_path = "./cache";
+        if (!prefix) prefix = "dataflow_cache";
+        input = first;
+    } else if (!input || !output) {
+        return usage_error("score", "give --input and --output (or FileStorage options)%s", "");
+    }
+    if (table_format_from_path(input, &o.in_fmt, &e)) return die(&e);
+    o.out_fmt = o.in_fmt;
+    if (cache_type) {
+        if (!table_format_from_name(cache_type, &o.out_fmt))
+            return usage_error("score", "bad --cache-type '%s' (jsonl, json or csv)", cache_type);
+    } else if (output) {
+        table_format f;
+        clip_error ignore;
+        if (table_format_from_path(output, &f, &ignore) == CLIP_OK) o.out_fmt = f;
+    }
+    if (first) {
+        int n = snprintf(out_path, sizeof out_path, "%s/%s_step%d.%s", cache_path, prefix, step + 1,
+                         cache_type ? cache_type : table_format_name(o.out_fmt));
+        if (n < 0 || (size_t)n >= sizeof out_path) return usage_error("score", "output path too long%s", "");
+        output = out_path;
+    }
+    o.input = input;
+    o.output = output;
+    o.cancel = &g_cancel;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    clip_score_stats st;
+    if (clip_score_table(&o, &st, &e)) {
+        if (g_cancel) fprintf(stderr, "clipeval: interrupted: no output written\n");
+        return g_cancel ? 130 : die(&e);
+    }
+    if (!o.quiet) {
+        fprintf(stderr,
+                "clipeval score: %zu rows, %zu scored, %zu failed (image), %zu empty text, %zu "
+                "rejected; %zu images + %zu texts encoded; %.2f s, %.1f rows/s -> %s\n",
+                st.rows, st.scored, st.image_failed, st.empty_text, st.rejected, st.images_encoded,
+                st.texts_encoded, st.seconds, st.seconds > 0 ? st.rows / st.seconds : 0.0, output);
+        if (st.rejected)
+            fprintf(stderr, "clipeval score: %zu invalid rows copied to %s\n", st.rejected,
+                    st.rejects_path);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ info */
@@ -341,7 +785,10 @@ static const char *main_help =
     "clipeval " CLIP_VERSION " — OpenAI CLIP in C, equal to Hugging Face transformers\n"
     "usage: clipeval COMMAND [options]   (clipeval COMMAND --help for details)\n"
     "commands:\n"
-    "  embed       embeddings of pixel tensors or token ids (.npy in, .npy out)\n"
+    "  score       add clip_score to a JSONL/JSON/CSV table (DataFlow ImageCLIPEvaluator)\n"
+    "  embed       embeddings of images, texts, pixel tensors or token ids (.npy out)\n"
+    "  tokenize    HF CLIP tokenizer: JSONL of strings in, input_ids/attention_mask out\n"
+    "  preprocess  decode + preprocess an image exactly like Pillow + CLIPImageProcessor\n"
     "  synth       write deterministic synthetic weights for a config\n"
     "  info        show where a model is found and its hyper-parameters\n";
 
@@ -358,6 +805,9 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
+    if (!strcmp(cmd, "score")) return cmd_score(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "preprocess")) return cmd_preprocess(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     fprintf(stderr, "clipeval: unknown command '%s'\n%s", cmd, main_help);
     return 2;

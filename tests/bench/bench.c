@@ -23,5 +23,7 @@ int main(void) {
     if (!synth || !*synth) synth = "build/models";
     if (!build || !*build) build = "build";
     bench_model(shared, synth);
+    bench_tokenizer(shared);
+    bench_images(shared);
     return 0;
 }

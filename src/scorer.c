@@ -1,0 +1,842 @@
+/* scorer.c — `clipeval score`: what DataFlow-MM's ImageCLIPEvaluator computes, row for row,
+ * without its per-row batch-1 loop.
+ *
+ * Shape of a run:
+ *   pass 0  table_scan: row count, columns (a missing column is an error, like DataFlow's
+ *           KeyError), per-column dtypes for pandas' str() of the text;
+ *   then, window by window (a bounded number of rows):
+ *     reader A  collects the window's image paths and texts; every distinct one that is not
+ *               in the embedding caches is decoded/tokenized and encoded in batches, decoding
+ *               of batch j+1 overlapping the encoding of batch j;
+ *     scores    for every row, from the cached embeddings;
+ *     reader B  reads the same rows again and the writer copies them out with the score.
+ *   The writer's temporary file is renamed over the output only at the very end.
+ * Memory is bounded by the window, the batch and the cache sizes, whatever the table size. */
+#include "scorer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "util.h"
+
+#define WINDOW_ROWS 4096
+
+void clip_score_options_init(clip_score_options *o) {
+    memset(o, 0, sizeof *o);
+    o->image_key = "image_path";
+    o->text_key = "text";
+    o->output_key = "clip_score";
+    o->model = "openai/clip-vit-base-patch32";
+    o->device = CLIP_DEVICE_AUTO;
+    o->batch_size = 32;
+    o->cache_entries = 65536;
+    o->progress = 1;
+    clip_decode_options_init(&o->decode);
+    o->log = stderr;
+}
+
+double clip_pair_score(const float *img, const float *txt, int dim) {
+    /* DataFlow: v = float((a * b).sum()) on float32 tensors, then (v + 1) / 2 in double. The
+     * float32 sum's own order is torch's; we sum exactly-rounded products in double and round
+     * once to float, which is within the golden tolerance of every ordering. */
+    double acc = 0.0;
+    for (int i = 0; i < dim; i++) acc += (double)img[i] * (double)txt[i];
+    double v = (double)(float)acc;
+    double s = (v + 1.0) / 2.0;
+    if (s > 1.0) s = 1.0;
+    if (s < 0.0) s = 0.0; /* NaN passes through, as Python's min/max let it */
+    return s;
+}
+
+/* ------------------------------------------------------------------ text rules */
+
+/* Python's str.isspace() set (general category Zs, or bidi class WS, B or S). */
+static int py_isspace(unsigned cp) {
+    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
+           cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+           cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+/* DataFlow: `if not text or text.strip() == ""` -> 0.0 without a warning. */
+static int blank_text(const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned cp;
+        int k = json_utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        if (!k) return 0; /* an invalid byte is not whitespace */
+        if (!py_isspace(cp)) return 0;
+        i += (size_t)k;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------ embedding cache */
+
+/* A string-keyed LRU of embeddings: open addressing (linear probing, backward-shift
+ * deletion) over `cap` entries, each owning one row of the embedding arena. */
+/* Entry states: PENDING = just inserted; QUEUED = to be encoded in this window; CHECKED = the
+ * image decodes but was only needed by blank-text rows (no embedding yet). */
+enum { E_FREE = 0, E_PENDING, E_QUEUED, E_OK, E_FAILED, E_CHECKED };
+
+typedef struct centry {
+    char *key;
+    size_t klen;
+    uint64_t hash;
+    int state;
+    char *reason;      /* E_FAILED */
+    int prev, next;    /* LRU list, most recent at head */
+    size_t window;     /* last window that used it: never evicted while in use */
+    int slot;          /* index into the table, kept in sync on moves */
+} centry;
+
+typedef struct cache {
+    centry *e;     /* cap entries; entry i owns emb[i * dim] */
+    int *table;    /* tsize slots: entry index or -1 */
+    size_t cap, tsize, n;
+    int head, tail, free_head; /* free list threads through `next` */
+    float *emb;
+    int dim;
+} cache;
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static clip_status cache_init(cache *c, size_t cap, int dim, clip_error *err) {
+    memset(c, 0, sizeof *c);
+    c->cap = cap;
+    c->dim = dim;
+    c->tsize = 16;
+    while (c->tsize < 2 * cap) c->tsize *= 2;
+    c->e = calloc(cap, sizeof *c->e);
+    c->table = malloc(c->tsize * sizeof *c->table);
+    size_t ebytes;
+    if (!clip_mul_size(cap * (size_t)dim, sizeof(float), &ebytes)) ebytes = SIZE_MAX;
+    c->emb = ebytes == SIZE_MAX ? NULL : malloc(ebytes);
+    if (!c->e || !c->table || !c->emb) {
+        free(c->e);
+        free(c->table);
+        free(c->emb);
+        return clip_fail(err, CLIP_ERR_NOMEM,
+                         "cannot allocate an embedding cache of %zu entries (use --cache-entries)",
+                         cap);
+    }
+    for (size_t i = 0; i < c->tsize; i++) c->table[i] = -1;
+    for (size_t i = 0; i < cap; i++) c->e[i].next = i + 1 < cap ? (int)i + 1 : -1;
+    c->free_head = 0;
+    c->head = c->tail = -1;
+    return CLIP_OK;
+}
+
+static void cache_free(cache *c) {
+    for (size_t i = 0; i < c->cap; i++) {
+        free(c->e[i].key);
+        free(c->e[i].reason);
+    }
+    free(c->e);
+    free(c->table);
+    free(c->emb);
+}
+
+static void lru_unlink(cache *c, int i) {
+    centry *e = &c->e[i];
+    if (e->prev >= 0) c->e[e->prev].next = e->next; else c->head = e->next;
+    if (e->next >= 0) c->e[e->next].prev = e->prev; else c->tail = e->prev;
+}
+
+static void lru_push_front(cache *c, int i) {
+    centry *e = &c->e[i];
+    e->prev = -1;
+    e->next = c->head;
+    if (c->head >= 0) c->e[c->head].prev = i;
+    c->head = i;
+    if (c->tail < 0) c->tail = i;
+}
+
+static int cache_find(const cache *c, const char *key, size_t klen, uint64_t h) {
+    size_t mask = c->tsize - 1;
+    for (size_t s = h & mask;; s = (s + 1) & mask) {
+        int i = c->table[s];
+        if (i < 0) return -1;
+        const centry *e = &c->e[i];
+        if (e->hash == h && e->klen == klen && !memcmp(e->key, key, klen)) return i;
+    }
+}
+
+static void cache_remove(cache *c, int i) {
+    size_t mask = c->tsize - 1, s = (size_t)c->e[i].slot;
+    c->table[s] = -1;
+    /* backward-shift: move later entries of the run into the hole when allowed */
+    for (size_t j = (s + 1) & mask; c->table[j] >= 0; j = (j + 1) & mask) {
+        int k = c->table[j];
+        size_t home = c->e[k].hash & mask;
+        int between = s <= j ? (home > s && home <= j) : (home > s || home <= j);
+        if (!between) {
+            c->table[s] = k;
+            c->e[k].slot = (int)s;
+            c->table[j] = -1;
+            s = j;
+        }
+    }
+    lru_unlink(c, i);
+    free(c->e[i].key);
+    free(c->e[i].reason);
+    memset(&c->e[i], 0, sizeof c->e[i]);
+    c->e[i].next = c->free_head;
+    c->free_head = i;
+    c->n--;
+}
+
+/* Finds or inserts `key`, marks it used by `window`; -1 when the cache is full of entries the
+ * current window still needs (cannot happen: cap >= 2 windows) or on allocation failure. */
+static int cache_get(cache *c, const char *key, size_t klen, size_t window, int *inserted) {
+    uint64_t h = hash_bytes(key, klen);
+    int i = cache_find(c, key, klen, h);
+    *inserted = 0;
+    if (i >= 0) {
+        lru_unlink(c, i);
+        lru_push_front(c, i);
+        c->e[i].window = window;
+        return i;
+    }
+    if (c->free_head < 0) {
+        int victim = c->tail;
+        if (victim < 0 || c->e[victim].window == window) return -1;
+        cache_remove(c, victim);
+    }
+    char *k = malloc(klen + 1);
+    if (!k) return -1;
+    memcpy(k, key, klen);
+    k[klen] = '\0';
+    i = c->free_head;
+    c->free_head = c->e[i].next;
+    centry *e = &c->e[i];
+    memset(e, 0, sizeof *e);
+    e->key = k;
+    e->klen = klen;
+    e->hash = h;
+    e->state = E_PENDING;
+    e->window = window;
+    size_t mask = c->tsize - 1, s = h & mask;
+    while (c->table[s] >= 0) s = (s + 1) & mask;
+    c->table[s] = i;
+    e->slot = (int)s;
+    lru_push_front(c, i);
+    c->n++;
+    *inserted = 1;
+    return i;
+}
+
+static float *cache_emb(cache *c, int i) { return c->emb + (size_t)i * c->dim; }
+
+/* ------------------------------------------------------------------ decode pool */
+
+typedef struct decode_job {
+    const char *path;
+    float *pixels;  /* NULL: decode only (is it a readable image?) */
+    size_t *left;   /* jobs of this job's batch still running (under the pool mutex) */
+    clip_status st;
+    char msg[sizeof(((clip_error *)0)->msg)];
+} decode_job;
+
+typedef struct decode_pool {
+    pthread_t *threads;
+    int nthreads;
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    decode_job **queue;
+    size_t qcap, qhead, qlen, pending;
+    int stop;
+    const clip_image_config *icfg;
+    const clip_decode_options *dopt;
+} decode_pool;
+
+static void *decode_worker(void *arg) {
+    decode_pool *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && p->qlen == 0) pthread_cond_wait(&p->work, &p->mu);
+        if (p->stop && p->qlen == 0) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        decode_job *j = p->queue[p->qhead];
+        p->qhead = (p->qhead + 1) % p->qcap;
+        p->qlen--;
+        pthread_mutex_unlock(&p->mu);
+        clip_error e = {0};
+        if (j->pixels) {
+            j->st = clip_preprocess_file(j->path, p->icfg, p->dopt, j->pixels, &e);
+        } else {
+            clip_image img = {0};
+            j->st = clip_image_decode_file(j->path, p->dopt, &img, &e);
+            clip_image_free(&img);
+        }
+        memcpy(j->msg, j->st ? e.msg : "", j->st ? sizeof j->msg : 1);
+        pthread_mutex_lock(&p->mu);
+        --p->pending;
+        if (--*j->left == 0) pthread_cond_broadcast(&p->done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static clip_status pool_start(decode_pool *p, int nthreads, size_t qcap,
+                              const clip_image_config *icfg, const clip_decode_options *dopt,
+                              clip_error *err) {
+    memset(p, 0, sizeof *p);
+    p->icfg = icfg;
+    p->dopt = dopt;
+    p->qcap = qcap;
+    p->queue = malloc(qcap * sizeof *p->queue);
+    p->threads = malloc((size_t)nthreads * sizeof *p->threads);
+    if (!p->queue || !p->threads) {
+        free(p->queue);
+        free(p->threads);
+        return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate the decoder pool");
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->done, NULL);
+    for (int i = 0; i < nthreads; i++) {
+        if (pthread_create(&p->threads[i], NULL, decode_worker, p) != 0) break;
+        p->nthreads++;
+    }
+    if (p->nthreads == 0) {
+        free(p->queue);
+        free(p->threads);
+        return clip_fail(err, CLIP_ERR_NOMEM, "cannot start decoder threads");
+    }
+    return CLIP_OK;
+}
+
+/* Queues one batch of jobs; *left counts them down as they finish. The queue holds every job
+ * of two batches (or one window), the most ever in flight. */
+static void pool_submit(decode_pool *p, decode_job *jobs, size_t n, size_t *left) {
+    pthread_mutex_lock(&p->mu);
+    *left = n;
+    for (size_t i = 0; i < n; i++) {
+        jobs[i].left = left;
+        p->queue[(p->qhead + p->qlen) % p->qcap] = &jobs[i];
+        p->qlen++;
+        p->pending++;
+    }
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pool_wait(decode_pool *p, size_t *left) {
+    pthread_mutex_lock(&p->mu);
+    while (*left > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pool_stop(decode_pool *p) {
+    if (!p->threads) return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->done);
+    free(p->queue);
+    free(p->threads);
+    p->threads = NULL;
+}
+
+/* ------------------------------------------------------------------ run state */
+
+typedef struct row_info {
+    int img;          /* image cache entry, or -1 when the cell is not a usable path */
+    int txt;          /* text cache entry, or -1 for blank text */
+    int blank;        /* empty / whitespace-only text */
+    char bad_image[160]; /* why the image cell is unusable (non-string, empty) */
+    size_t line;
+} row_info;
+
+typedef struct run {
+    const clip_score_options *o;
+    clip_model *model;
+    clip_tokenizer *tok;
+    clip_image_config icfg;
+    table_schema *schema;
+    int img_col, txt_col, dim, S;
+    cache images, texts;
+    decode_pool pool;
+    clip_score_stats *stats;
+    clip_buf text, path;
+    double t0, last_progress;
+    FILE *rejects;
+    char rejects_tmp[4300];
+} run;
+
+static void warn(const run *r, size_t line, const char *fmt, ...) CLIP_PRINTF(3, 4);
+static void warn(const run *r, size_t line, const char *fmt, ...) {
+    if (!r->o->log) return;
+    if (r->o->progress && isatty(fileno(r->o->log))) fputs("\r\033[K", r->o->log);
+    if (line)
+        fprintf(r->o->log, "clipeval: warning: %s:%zu: ", r->o->input, line);
+    else
+        fputs("clipeval: warning: ", r->o->log);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(r->o->log, fmt, ap);
+    va_end(ap);
+    fputc('\n', r->o->log);
+}
+
+static void progress(run *r, size_t done, int final) {
+    const clip_score_options *o = r->o;
+    if (!o->log || o->quiet || !o->progress || !isatty(fileno(o->log))) return;
+    double now = clip_now();
+    if (!final && now - r->last_progress < 0.25) return;
+    r->last_progress = now;
+    size_t total = table_schema_rows(r->schema);
+    double el = now - r->t0, rate = el > 0 ? done / el : 0;
+    int width = 30, fill = total ? (int)((double)done / total * width) : 0;
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+    bar[width] = '\0';
+    double eta = rate > 0 && total > done ? (total - done) / rate : 0;
+    fprintf(o->log, "\r\033[K[%s] %zu/%zu rows  %.1f rows/s  ETA %dm%02ds", bar, done, total, rate,
+            (int)eta / 60, (int)eta % 60);
+    if (final) fputs("\r\033[K", o->log);
+    fflush(o->log);
+}
+
+/* Resolves the image cell of a row into r->path; 0 with a reason when it is not usable. */
+static int image_path(run *r, const table_row *row, char *why, size_t cap) {
+    size_t len;
+    const char *s = table_row_string(row, r->img_col, &len);
+    if (!s) {
+        table_kind k = table_row_kind(row, r->img_col);
+        snprintf(why, cap, "image value is %s, not a path",
+                 k == TK_MISSING ? "missing" : k == TK_NULL ? "null" : "not a string");
+        return 0;
+    }
+    if (len == 0 || memchr(s, '\0', len)) {
+        snprintf(why, cap, len ? "image path contains a NUL byte" : "image path is empty");
+        return 0;
+    }
+    r->path.len = 0;
+    if (r->o->image_root && s[0] != '/') {
+        clip_buf_puts(&r->path, r->o->image_root);
+        if (r->path.len && r->path.data[r->path.len - 1] != '/') clip_buf_putc(&r->path, '/');
+    }
+    clip_buf_append(&r->path, s, len);
+    return !r->path.oom;
+}
+
+static clip_status encode_images(run *r, int *entries, size_t n, clip_error *err) {
+    size_t B = (size_t)r->o->batch_size, per = (size_t)3 * r->S * r->S;
+    float *px[2] = {malloc(sizeof(float) * per * B), malloc(sizeof(float) * per * B)};
+    decode_job *jobs[2] = {calloc(B, sizeof(decode_job)), calloc(B, sizeof(decode_job))};
+    float *batch = malloc(sizeof(float) * per * B), *out = malloc(sizeof(float) * r->dim * B);
+    int *ok = malloc(sizeof(int) * B);
+    size_t left[2] = {0, 0};
+    clip_status st = CLIP_OK;
+    if (!px[0] || !px[1] || !jobs[0] || !jobs[1] || !batch || !out || !ok) {
+        st = clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate image batch buffers");
+        goto done;
+    }
+    size_t nb = (n + B - 1) / B;
+    for (size_t b = 0; b <= nb; b++) {
+        /* batch b decodes while batch b-1 is encoded */
+        if (b < nb && !st) {
+            size_t i0 = b * B, cnt = n - i0 < B ? n - i0 : B;
+            for (size_t k = 0; k < cnt; k++) {
+                decode_job *j = &jobs[b % 2][k];
+                j->path = r->images.e[entries[i0 + k]].key;
+                j->pixels = px[b % 2] + per * k;
+            }
+            pool_submit(&r->pool, jobs[b % 2], cnt, &left[b % 2]);
+        }
+        if (b == 0) continue;
+        size_t pb = b - 1, i0 = pb * B, cnt = n - i0 < B ? n - i0 : B;
+        pool_wait(&r->pool, &left[pb % 2]);
+        if (st) continue; /* after an error: only drain what is in flight */
+        size_t nok = 0;
+        for (size_t k = 0; k < cnt; k++) {
+            decode_job *j = &jobs[pb % 2][k];
+            centry *e = &r->images.e[entries[i0 + k]];
+            if (j->st) {
+                e->state = E_FAILED;
+                e->reason = strdup(j->msg);
+                continue;
+            }
+            memcpy(batch + per * nok, j->pixels, sizeof(float) * per);
+            ok[nok++] = entries[i0 + k];
+        }
+        if (nok) {
+            st = clip_encode_images(r->model, batch, (int)nok, NULL, out, err);
+            for (size_t k = 0; k < nok && !st; k++) {
+                memcpy(cache_emb(&r->images, ok[k]), out + (size_t)r->dim * k,
+                       sizeof(float) * (size_t)r->dim);
+                r->images.e[ok[k]].state = E_OK;
+            }
+            r->stats->images_encoded += nok;
+        }
+    }
+done:
+    free(px[0]);
+    free(px[1]);
+    free(jobs[0]);
+    free(jobs[1]);
+    free(batch);
+    free(out);
+    free(ok);
+    return st;
+}
+
+/* Decodes (without encoding) images whose rows have blank text: DataFlow loads the image
+ * before it looks at the text, so a bad image still gets its warning there. */
+static clip_status check_images(run *r, int *entries, size_t n, clip_error *err) {
+    decode_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+    if (!jobs) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < n; k++) jobs[k].path = r->images.e[entries[k]].key;
+    size_t left;
+    pool_submit(&r->pool, jobs, n, &left);
+    pool_wait(&r->pool, &left);
+    for (size_t k = 0; k < n; k++) {
+        centry *e = &r->images.e[entries[k]];
+        if (jobs[k].st) {
+            e->state = E_FAILED;
+            e->reason = strdup(jobs[k].msg);
+        } else {
+            e->state = E_CHECKED;
+        }
+    }
+    free(jobs);
+    return CLIP_OK;
+}
+
+static clip_status encode_texts(run *r, int *entries, size_t n, clip_error *err) {
+    int L = clip_tokenizer_max_length(r->tok);
+    size_t B = (size_t)r->o->batch_size * 8; /* texts are ~10x cheaper than images */
+    if (L > clip_model_get_info(r->model)->context_length)
+        L = clip_model_get_info(r->model)->context_length;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)L * B);
+    const char **texts = malloc(sizeof(char *) * B);
+    size_t *lens = malloc(sizeof(size_t) * B);
+    float *out = malloc(sizeof(float) * (size_t)r->dim * B);
+    clip_status st = CLIP_OK;
+    if (!ids || !texts || !lens || !out) st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+    for (size_t i0 = 0; i0 < n && !st; i0 += B) {
+        size_t cnt = n - i0 < B ? n - i0 : B;
+        for (size_t k = 0; k < cnt; k++) {
+            texts[k] = r->texts.e[entries[i0 + k]].key;
+            lens[k] = r->texts.e[entries[i0 + k]].klen;
+        }
+        st = clip_tokenize_batch(r->tok, texts, lens, (int)cnt, L, ids, NULL, err);
+        if (!st) st = clip_encode_texts(r->model, ids, (int)cnt, L, NULL, out, err);
+        for (size_t k = 0; k < cnt && !st; k++) {
+            memcpy(cache_emb(&r->texts, entries[i0 + k]), out + (size_t)r->dim * k,
+                   sizeof(float) * (size_t)r->dim);
+            r->texts.e[entries[i0 + k]].state = E_OK;
+        }
+        r->stats->texts_encoded += cnt;
+    }
+    free(ids);
+    free(texts);
+    free(lens);
+    free(out);
+    return st;
+}
+
+static clip_status reject_row(run *r, const table_reader *rd, clip_error *err) {
+    size_t len;
+    const char *raw = table_reader_last_raw(rd, &len);
+    if (!r->rejects) {
+        snprintf(r->rejects_tmp, sizeof r->rejects_tmp, "%s.rejects.tmp-%ld", r->o->output,
+                 (long)getpid());
+        r->rejects = fopen(r->rejects_tmp, "wb");
+        if (!r->rejects)
+            return clip_fail(err, CLIP_ERR_IO, "%s: cannot create: %s", r->rejects_tmp,
+                             strerror(errno));
+    }
+    if (fwrite(raw, 1, len, r->rejects) != len || fputc('\n', r->rejects) == EOF)
+        return clip_fail(err, CLIP_ERR_IO, "%s: write failed: %s", r->rejects_tmp, strerror(errno));
+    r->stats->rejected++;
+    return CLIP_OK;
+}
+
+/* Reads the next valid row; invalid rows are rejected (skip_invalid) or stop the run. */
+static clip_status next_row(run *r, table_reader *rd, int record_rejects, table_row **row,
+                            clip_error *err) {
+    for (;;) {
+        clip_status st = table_reader_next(rd, row, err);
+        if (!st || !r->o->skip_invalid || !table_reader_skippable(rd)) return st;
+        if (record_rejects) {
+            warn(r, 0, "%s (copied to the rejects file)", err->msg);
+            if ((st = reject_row(r, rd, err))) return st;
+        }
+    }
+}
+
+static double row_score(run *r, const row_info *ri) {
+    if (ri->img < 0) {
+        warn(r, ri->line, "cannot score: %s (score 0.0)", ri->bad_image);
+        r->stats->image_failed++;
+        return 0.0;
+    }
+    centry *ie = &r->images.e[ri->img];
+    if (ie->state == E_FAILED) {
+        warn(r, ri->line, "failed to load image %s (score 0.0)", ie->reason ? ie->reason : ie->key);
+        r->stats->image_failed++;
+        return 0.0;
+    }
+    if (ri->blank) {
+        r->stats->empty_text++;
+        return 0.0;
+    }
+    r->stats->scored++;
+    return clip_pair_score(cache_emb(&r->images, ri->img), cache_emb(&r->texts, ri->txt), r->dim);
+}
+
+static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, table_writer *w,
+                                 clip_error *err) {
+    row_info *rows = malloc(sizeof(row_info) * WINDOW_ROWS);
+    double *scores = malloc(sizeof(double) * WINDOW_ROWS);
+    int *new_img = malloc(sizeof(int) * WINDOW_ROWS), *chk_img = malloc(sizeof(int) * WINDOW_ROWS);
+    int *new_txt = malloc(sizeof(int) * WINDOW_ROWS);
+    clip_status st = CLIP_OK;
+    if (!rows || !scores || !new_img || !chk_img || !new_txt)
+        st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+    size_t done = 0;
+    for (size_t window = 1; !st; window++) {
+        if (r->o->cancel && *r->o->cancel) {
+            st = clip_fail(err, CLIP_ERR_IO, "interrupted");
+            break;
+        }
+        size_t n = 0, nn = 0, nc = 0, nt = 0;
+        table_row *row = NULL;
+        while (n < WINDOW_ROWS && !st) {
+            st = next_row(r, ra, 1, &row, err);
+            if (st || !row) break;
+            row_info *ri = &rows[n++];
+            memset(ri, 0, sizeof *ri);
+            ri->line = table_row_line(row);
+            r->text.len = 0;
+            st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
+            if (st) break;
+            ri->blank = r->text.len == 0 || blank_text(r->text.data, r->text.len);
+            ri->img = -1;
+            ri->txt = -1;
+            if (image_path(r, row, ri->bad_image, sizeof ri->bad_image)) {
+                int ins;
+                ri->img = cache_get(&r->images, r->path.data, r->path.len, window, &ins);
+                if (ri->img < 0) {
+                    st = clip_fail(err, CLIP_ERR_NOMEM, "image cache exhausted");
+                    break;
+                }
+                centry *e = &r->images.e[ri->img];
+                if (ri->blank) {
+                    if (ins) chk_img[nc++] = ri->img; /* decode only, unless queued later */
+                } else if (e->state == E_PENDING || e->state == E_CHECKED) {
+                    e->state = E_QUEUED;
+                    new_img[nn++] = ri->img;
+                }
+            }
+            if (!ri->blank && ri->img >= 0) {
+                int ins;
+                ri->txt = cache_get(&r->texts, r->text.data, r->text.len, window, &ins);
+                if (ri->txt < 0) {
+                    st = clip_fail(err, CLIP_ERR_NOMEM, "text cache exhausted");
+                    break;
+                }
+                if (ins) new_txt[nt++] = ri->txt;
+            }
+        }
+        if (st || n == 0) break;
+        /* entries queued for checking that a later row queued for encoding are encoded */
+        size_t keep = 0;
+        for (size_t k = 0; k < nc; k++)
+            if (r->images.e[chk_img[k]].state == E_PENDING) chk_img[keep++] = chk_img[k];
+        nc = keep;
+        if (nn) st = encode_images(r, new_img, nn, err);
+        if (!st && nc) st = check_images(r, chk_img, nc, err);
+        if (!st && nt) st = encode_texts(r, new_txt, nt, err);
+        if (st) break;
+        for (size_t k = 0; k < n; k++) scores[k] = row_score(r, &rows[k]);
+        for (size_t k = 0; k < n && !st; k++) {
+            st = next_row(r, rb, 0, &row, err);
+            if (!st && !row)
+                st = clip_fail(err, CLIP_ERR_IO, "%s: the file changed while it was being read",
+                               r->o->input);
+            if (!st) st = table_writer_row(w, row, scores[k], err);
+        }
+        done += n;
+        r->stats->rows = done;
+        progress(r, done, 0);
+    }
+    free(rows);
+    free(scores);
+    free(new_img);
+    free(chk_img);
+    free(new_txt);
+    return st;
+}
+
+/* DataFlow's own loop, kept for comparison (--per-row): every row decodes and encodes its
+ * image and its text at batch size 1, nothing reused. */
+static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip_error *err) {
+    size_t per = (size_t)3 * r->S * r->S;
+    int L = clip_tokenizer_max_length(r->tok);
+    if (L > clip_model_get_info(r->model)->context_length)
+        L = clip_model_get_info(r->model)->context_length;
+    float *px = malloc(sizeof(float) * per), *ie = malloc(sizeof(float) * (size_t)r->dim),
+          *te = malloc(sizeof(float) * (size_t)r->dim);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)L);
+    clip_status st = !px || !ie || !te || !ids ? clip_fail(err, CLIP_ERR_NOMEM, "out of memory")
+                                               : CLIP_OK;
+    size_t done = 0;
+    while (!st) {
+        if (r->o->cancel && *r->o->cancel) {
+            st = clip_fail(err, CLIP_ERR_IO, "interrupted");
+            break;
+        }
+        table_row *row;
+        st = next_row(r, ra, 1, &row, err);
+        if (st || !row) break;
+        row_info ri;
+        memset(&ri, 0, sizeof ri);
+        ri.line = table_row_line(row);
+        double score = 0.0;
+        clip_error ie_err = {0};
+        if (!image_path(r, row, ri.bad_image, sizeof ri.bad_image)) {
+            warn(r, ri.line, "cannot score: %s (score 0.0)", ri.bad_image);
+            r->stats->image_failed++;
+        } else if (clip_preprocess_file(r->path.data, &r->icfg, &r->o->decode, px, &ie_err)) {
+            warn(r, ri.line, "failed to load image %s (score 0.0)", ie_err.msg);
+            r->stats->image_failed++;
+        } else {
+            r->text.len = 0;
+            st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
+            if (st) break;
+            if (r->text.len == 0 || blank_text(r->text.data, r->text.len)) {
+                r->stats->empty_text++;
+            } else {
+                const char *t = r->text.data;
+                size_t tl = r->text.len;
+                st = clip_tokenize_batch(r->tok, &t, &tl, 1, L, ids, NULL, err);
+                if (!st) st = clip_encode_images(r->model, px, 1, NULL, ie, err);
+                if (!st) st = clip_encode_texts(r->model, ids, 1, L, NULL, te, err);
+                if (st) break;
+                r->stats->images_encoded++;
+                r->stats->texts_encoded++;
+                r->stats->scored++;
+                score = clip_pair_score(ie, te, r->dim);
+            }
+        }
+        st = table_writer_row(w, row, score, err);
+        r->stats->rows = ++done;
+        progress(r, done, 0);
+    }
+    free(px);
+    free(ie);
+    free(te);
+    free(ids);
+    return st;
+}
+
+clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stats,
+                             clip_error *err) {
+    run r;
+    memset(&r, 0, sizeof r);
+    memset(stats, 0, sizeof *stats);
+    r.o = o;
+    r.stats = stats;
+    r.t0 = clip_now();
+    table_reader *ra = NULL, *rb = NULL;
+    table_writer *w = NULL;
+    int pool_up = 0, caches_up = 0;
+    if (o->batch_size < 1 || o->batch_size > 4096)
+        return clip_fail(err, CLIP_ERR_ARG, "batch size %d is out of range [1, 4096]", o->batch_size);
+    /* pass 0: the whole table's shape */
+    clip_status st = table_scan(o->input, o->in_fmt, &o->limits, o->skip_invalid, &r.schema, err);
+    if (!st) {
+        r.img_col = table_schema_find(r.schema, o->image_key);
+        r.txt_col = table_schema_find(r.schema, o->text_key);
+        if (r.img_col < 0 || r.txt_col < 0)
+            st = clip_fail(err, CLIP_ERR_ARG,
+                           "%s: column '%s' not found (KeyError in DataFlow); set it with %s",
+                           o->input, r.img_col < 0 ? o->image_key : o->text_key,
+                           r.img_col < 0 ? "--image-key" : "--text-key");
+    }
+    /* the model, its tokenizer and its image processor: all from one folder */
+    clip_model_options mo;
+    clip_model_options_init(&mo);
+    mo.device = o->device;
+    mo.n_threads = o->threads;
+    if (!st) st = clip_model_load(o->model, &mo, &r.model, err);
+    if (!st) {
+        const clip_model_info *info = clip_model_get_info(r.model);
+        r.dim = info->embed_dim;
+        r.S = info->image_size;
+        st = clip_tokenizer_load(info->dir, &r.tok, err);
+        if (!st) st = clip_image_config_load(info->dir, &r.icfg, err);
+        if (!st && (r.icfg.crop_height != r.S || r.icfg.crop_width != r.S))
+            st = clip_fail(err, CLIP_ERR_CONFIG,
+                           "%s: preprocessor crop size %dx%d does not match the model's image size %d",
+                           info->dir, r.icfg.crop_width, r.icfg.crop_height, r.S);
+    }
+    if (!st && !o->per_row) {
+        size_t cap = o->cache_entries < 2 * WINDOW_ROWS ? 2 * WINDOW_ROWS : o->cache_entries;
+        st = cache_init(&r.images, cap, r.dim, err);
+        if (!st) {
+            st = cache_init(&r.texts, cap, r.dim, err);
+            if (st) cache_free(&r.images);
+            else caches_up = 1;
+        }
+        int nthreads = o->decode_threads > 0 ? o->decode_threads : clip_num_cores();
+        if (!st) st = pool_start(&r.pool, nthreads, 2 * 4096 + WINDOW_ROWS, &r.icfg, &o->decode, err);
+        if (!st) pool_up = 1;
+    }
+    if (!st) st = table_reader_open(o->input, o->in_fmt, r.schema, &o->limits, &ra, err);
+    if (!st && !o->per_row) st = table_reader_open(o->input, o->in_fmt, r.schema, &o->limits, &rb, err);
+    table_write_options wo = {o->out_fmt, o->pandas_compat, o->output_key};
+    if (!st) st = table_writer_open(o->output, &wo, r.schema, o->in_fmt, &w, err);
+    if (!st) st = o->per_row ? score_per_row(&r, ra, w, err) : score_windows(&r, ra, rb, w, err);
+    progress(&r, stats->rows, 1);
+    if (r.rejects && fclose(r.rejects) != 0 && !st)
+        st = clip_fail(err, CLIP_ERR_IO, "%s: write failed", r.rejects_tmp);
+    r.rejects = NULL;
+    if (!st) {
+        st = table_writer_commit(w, err);
+        w = NULL;
+    }
+    if (stats->rejected) {
+        snprintf(stats->rejects_path, sizeof stats->rejects_path, "%s.rejects", o->output);
+        if (!st && rename(r.rejects_tmp, stats->rejects_path) != 0)
+            st = clip_fail(err, CLIP_ERR_IO, "%s: cannot rename: %s", stats->rejects_path,
+                           strerror(errno));
+        if (st) remove(r.rejects_tmp);
+    }
+    if (w) table_writer_abort(w);
+    table_reader_close(ra);
+    table_reader_close(rb);
+    if (pool_up) pool_stop(&r.pool);
+    if (caches_up) {
+        cache_free(&r.images);
+        cache_free(&r.texts);
+    }
+    clip_buf_free(&r.text);
+    clip_buf_free(&r.path);
+    clip_tokenizer_free(r.tok);
+    clip_model_free(r.model);
+    table_schema_free(r.schema);
+    stats->seconds = clip_now() - r.t0;
+    return st;
+}

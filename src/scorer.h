@@ -1,0 +1,48 @@
+/* scorer.h — `clipeval score`: DataFlow-MM ImageCLIPEvaluator over a table, streamed. */
+#ifndef CLIP_SCORER_H
+#define CLIP_SCORER_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "clip.h"
+#include "table_io.h"
+
+typedef struct clip_score_options {
+    const char *input;        /* the table to read */
+    const char *output;       /* the table to write (atomically) */
+    table_format in_fmt, out_fmt;
+    const char *image_key, *text_key, *output_key;
+    const char *image_root;   /* NULL: paths are relative to the current directory */
+    const char *model;        /* folder or HF model id */
+    clip_device device;
+    int threads;              /* 0 = all cores */
+    int decode_threads;       /* 0 = all cores */
+    int batch_size;           /* images / texts per forward call */
+    size_t cache_entries;     /* distinct images (and texts) whose embeddings are kept */
+    int per_row;              /* DataFlow's own loop: batch 1, no reuse (for comparison) */
+    int pandas_compat, skip_invalid, quiet, progress;
+    clip_decode_options decode;
+    table_limits limits;
+    FILE *log;                /* warnings and progress (stderr) */
+    volatile sig_atomic_t *cancel; /* set by a signal handler: stop, leave no output */
+} clip_score_options;
+
+typedef struct clip_score_stats {
+    size_t rows, scored, image_failed, empty_text, rejected;
+    size_t images_encoded, texts_encoded;
+    double seconds;
+    char rejects_path[4200]; /* set when rows were rejected */
+} clip_score_stats;
+
+void clip_score_options_init(clip_score_options *o);
+
+/* Runs the whole job; the output file appears only when everything succeeded. */
+clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stats, clip_error *err);
+
+/* DataFlow's score of one pair of L2-normalised embeddings: clamp((dot + 1) / 2, 0, 1), the dot
+ * taken in float32 like torch, then the rest in double. */
+double clip_pair_score(const float *img, const float *txt, int dim);
+
+#endif

@@ -4,8 +4,9 @@
  * same order of operations, the same roundings wherever we control them.
  *  - Large products: cuBLAS sgemm in strict fp32. The handle runs in CUBLAS_PEDANTIC_MATH, so
  *    neither TF32 tensor cores nor bf16x9 emulation can be picked (spec §D #9): this backend
- *    is an oracle, not a fast path. Biases are written into the output first and the product
- *    added with beta = 1, exactly as the CPU does.
+ *    is an oracle, not a fast path. As on the CPU, the product is computed without bias and
+ *    the bias is added by the element-wise pass that follows, in HF's rounding order:
+ *    (acc + b) * scale for q, h + (acc + b) for the residuals, act(acc + b) for fc1.
  *  - LayerNorm moments, softmax sums and the L2 norm are computed in double and rounded once,
  *    with the CPU's formulas; quick_gelu uses the CPU's own float exp (ported below), so the
  *    element-wise steps agree with the CPU bit for bit and only GEMM summation order differs.
@@ -136,16 +137,14 @@ __device__ float block_max(float v, float *red) {
     return r;
 }
 
-__global__ void k_fill_bias(float *y, const float *b, size_t rows, int out) {
-    GRID_STRIDE(i, rows * (size_t)out) y[i] = b[i % (size_t)out];
+/* y = (y + b) * scale, b per column (scale 1 is exact). */
+__global__ void k_bias_scale(float *y, const float *b, size_t rows, int cols, float scale) {
+    GRID_STRIDE(i, rows * (size_t)cols) y[i] = (y[i] + b[i % (size_t)cols]) * scale;
 }
 
-__global__ void k_add(float *h, const float *a, size_t n) {
-    GRID_STRIDE(i, n) h[i] += a[i];
-}
-
-__global__ void k_scale(float *x, float s, size_t n) {
-    GRID_STRIDE(i, n) x[i] *= s;
+/* h = h + (y + b): the residual add of a biased projection. */
+__global__ void k_residual_bias(float *h, const float *y, const float *b, size_t rows, int cols) {
+    GRID_STRIDE(i, rows * (size_t)cols) h[i] = h[i] + (y[i] + b[i % (size_t)cols]);
 }
 
 /* backend_cpu.c's exp_f32, operation for operation (Cephes expf); with -fmad=false the device
@@ -167,15 +166,17 @@ __device__ float exp_f32(float x) {
     return p * __int_as_float(bits);
 }
 
-__global__ void k_act(float *x, size_t n, int act) {
-    GRID_STRIDE(i, n) {
+/* x = act(x + b), b per column. */
+__global__ void k_bias_act(float *x, const float *b, size_t rows, int cols, int act) {
+    GRID_STRIDE(i, rows * (size_t)cols) {
+        float u = x[i] + b[i % (size_t)cols];
         if (act == CLIP_ACT_QUICK_GELU) {
-            x[i] = x[i] / (1.0f + exp_f32(-1.702f * x[i]));
+            x[i] = u / (1.0f + exp_f32(-1.702f * u));
         } else if (act == CLIP_ACT_GELU) {
-            double v = x[i];
+            double v = u;
             x[i] = (float)(0.5 * v * (1.0 + erf(v * 0.70710678118654752440)));
         } else {
-            double v = x[i];
+            double v = u;
             x[i] = (float)(0.5 * v *
                            (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v))));
         }
@@ -546,17 +547,30 @@ extern "C" void clip_cuda_free(clip_model *m) {
 
 /* ------------------------------------------------------------------ forward pass */
 
-/* y[rows, out] = x[rows, in] · w[out, in]^T + b. Row-major arrays are column-major transposes,
- * so cuBLAS computes y^T = w · x^T: op(A) = T on w (ld in), op(B) = N on x (ld in). */
+/* y[rows, out] = x[rows, in] · w[out, in]^T, no bias. Row-major arrays are column-major
+ * transposes, so cuBLAS computes y^T = w · x^T: op(A) = T on w (ld in), op(B) = N on x (ld in).
+ * beta = 0: y is not read. */
 static clip_status linear(cuda_state *s, const float *x, int rows, int in, const float *w,
-                          const float *b, int out, float *y, clip_error *err) {
+                          int out, float *y, clip_error *err) {
     const float one = 1.0f, zero = 0.0f;
-    if (b) {
-        k_fill_bias<<<grid_for((size_t)rows * out), NT, 0, s->stream>>>(y, b, (size_t)rows, out);
-        CKL("k_fill_bias");
-    }
-    CKB(cublasSgemm(s->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, w, in, x, in,
-                    b ? &one : &zero, y, out));
+    CKB(cublasSgemm(s->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, w, in, x, in, &zero,
+                    y, out));
+    return CLIP_OK;
+}
+
+static clip_status bias_scale(cuda_state *s, float *y, const float *b, int rows, int cols,
+                              float scale, clip_error *err) {
+    k_bias_scale<<<grid_for((size_t)rows * cols), NT, 0, s->stream>>>(y, b, (size_t)rows, cols,
+                                                                       scale);
+    CKL("k_bias_scale");
+    return CLIP_OK;
+}
+
+static clip_status residual_bias(cuda_state *s, float *h, const float *y, const float *b,
+                                 int rows, int cols, clip_error *err) {
+    k_residual_bias<<<grid_for((size_t)rows * cols), NT, 0, s->stream>>>(h, y, b, (size_t)rows,
+                                                                          cols);
+    CKL("k_residual_bias");
     return CLIP_OK;
 }
 
@@ -567,44 +581,39 @@ static clip_status layernorm(cuda_state *s, const float *x, float *y, int rows, 
     return CLIP_OK;
 }
 
-static clip_status add(cuda_state *s, float *h, const float *a, size_t n, clip_error *err) {
-    k_add<<<grid_for(n), NT, 0, s->stream>>>(h, a, n);
-    CKL("k_add");
-    return CLIP_OK;
-}
-
 /* The pre-LN encoder (spec §A.4) over `rows` packed tokens in s->h; seqs as k_attention. */
 static clip_status encoder(cuda_state *s, int rows, int nseq, int max_len, const int *seqs, int T,
                            const clip_tower_config *tc, const clip_layer_weights *layers,
                            int causal, clip_error *err) {
     int d = tc->width, heads = tc->heads, mlp = tc->mlp, hd = d / heads;
     float scale = (float)(1.0 / sqrt((double)hd));
-    size_t rd = (size_t)rows * d;
     clip_status st;
     for (int l = 0; l < tc->layers; l++) {
         const clip_layer_weights *L = &layers[l];
+        /* HF eager scales q after the biased projection: (a Wq^T + bq) * head_dim^-0.5 */
         if ((st = layernorm(s, s->h, s->a, rows, d, L->ln1_w, L->ln1_b, tc->eps, err)) ||
-            (st = linear(s, s->a, rows, d, L->q_w, L->q_b, d, s->q, err)) ||
-            (st = linear(s, s->a, rows, d, L->k_w, L->k_b, d, s->k, err)) ||
-            (st = linear(s, s->a, rows, d, L->v_w, L->v_b, d, s->v, err)))
+            (st = linear(s, s->a, rows, d, L->q_w, d, s->q, err)) ||
+            (st = linear(s, s->a, rows, d, L->k_w, d, s->k, err)) ||
+            (st = linear(s, s->a, rows, d, L->v_w, d, s->v, err)) ||
+            (st = bias_scale(s, s->q, L->q_b, rows, d, scale, err)) ||
+            (st = bias_scale(s, s->k, L->k_b, rows, d, 1.0f, err)) ||
+            (st = bias_scale(s, s->v, L->v_b, rows, d, 1.0f, err)))
             return st;
-        /* HF eager scales q after the projection (q_proj(x) * head_dim^-0.5). */
-        k_scale<<<grid_for(rd), NT, 0, s->stream>>>(s->q, scale, rd);
-        CKL("k_scale");
         dim3 grid((unsigned)max_len, (unsigned)heads, (unsigned)nseq);
         k_attention<<<grid, ATT_NT, (size_t)max_len * sizeof(float), s->stream>>>(
             s->q, s->k, s->v, s->ctx, seqs, T, d, hd, causal);
         CKL("k_attention");
-        if ((st = linear(s, s->ctx, rows, d, L->o_w, L->o_b, d, s->a, err)) ||
-            (st = add(s, s->h, s->a, rd, err)) ||
+        if ((st = linear(s, s->ctx, rows, d, L->o_w, d, s->a, err)) ||
+            (st = residual_bias(s, s->h, s->a, L->o_b, rows, d, err)) ||
             (st = layernorm(s, s->h, s->a, rows, d, L->ln2_w, L->ln2_b, tc->eps, err)) ||
-            (st = linear(s, s->a, rows, d, L->fc1_w, L->fc1_b, mlp, s->f, err)))
+            (st = linear(s, s->a, rows, d, L->fc1_w, mlp, s->f, err)))
             return st;
-        size_t rf = (size_t)rows * mlp;
-        k_act<<<grid_for(rf), NT, 0, s->stream>>>(s->f, rf, (int)tc->act);
-        CKL("k_act");
-        if ((st = linear(s, s->f, rows, mlp, L->fc2_w, L->fc2_b, d, s->a, err)) ||
-            (st = add(s, s->h, s->a, rd, err)))
+        k_bias_act<<<grid_for((size_t)rows * mlp), NT, 0, s->stream>>>(s->f, L->fc1_b,
+                                                                        (size_t)rows, mlp,
+                                                                        (int)tc->act);
+        CKL("k_bias_act");
+        if ((st = linear(s, s->f, rows, mlp, L->fc2_w, d, s->a, err)) ||
+            (st = residual_bias(s, s->h, s->a, L->fc2_b, rows, d, err)))
             return st;
     }
     return CLIP_OK;
@@ -613,7 +622,7 @@ static clip_status encoder(cuda_state *s, int rows, int nseq, int max_len, const
 /* pooled rows (in s->k) -> s->out [n, E]: projection, then L2 normalisation unless features. */
 static clip_status project(cuda_state *s, int n, int d, const float *proj, int E, int features,
                            clip_error *err) {
-    clip_status st = linear(s, s->k, n, d, proj, NULL, E, s->out, err);
+    clip_status st = linear(s, s->k, n, d, proj, E, s->out, err);
     if (st || features) return st;
     k_l2norm<<<n, NT, 0, s->stream>>>(s->out, E);
     CKL("k_l2norm");
@@ -634,7 +643,7 @@ static clip_status vision_chunk(cuda_state *s, const clip_model *m, int n, int s
     CK(cudaEventRecord(s->in_ev[slot], s->stream));
     k_im2col<<<grid_for((size_t)n * np * K), NT, 0, s->stream>>>(s->px, s->f, n, C, S, P, g);
     CKL("k_im2col");
-    clip_status st = linear(s, s->f, n * np, K, W->patch_w, NULL, D, s->q, err);
+    clip_status st = linear(s, s->f, n * np, K, W->patch_w, D, s->q, err);
     if (st) return st;
     k_vision_embed<<<grid_for((size_t)n * T * D), NT, 0, s->stream>>>(s->q, W->class_emb, W->vpos,
                                                                         s->a, n, T, D);

@@ -303,7 +303,8 @@ extern "C" int clip_cuda_available(char *why, size_t cap) {
         cudaRuntimeGetVersion(&rt);
         (void)cudaGetLastError(); /* clear the runtime's record of the failed call */
         if (drv == 0)
-            snprintf(why, cap, "no CUDA device (no NVIDIA driver found; cudaGetDeviceCount: %s)",
+            snprintf(why, cap, "no CUDA device: no NVIDIA driver is installed or loadable "
+                     "(cudaGetDeviceCount: %s)",
                      e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         else if (e == cudaErrorInsufficientDriver)
             snprintf(why, cap,

@@ -595,7 +595,9 @@ static const char *score_help =
     "  --exif-transpose     apply EXIF orientation (DataFlow does not)\n"
     "  --max-pixels N       refuse larger images (default 178956970, Pillow's limit)\n"
     "  --max-file-bytes N   refuse larger image files (default 1 GiB)\n"
-    "  --max-row-bytes N    refuse longer rows (default 64 MiB)\n"
+    "  --max-text-bytes N   texts longer than this score 0.0 with a warning (default 64 MiB)\n"
+    "  --max-row-bytes N    a longer row is an invalid row (default 64 MiB)\n"
+    "  --max-json-depth N   a row nested deeper is an invalid row (default 1000)\n"
     "  --quiet              no progress bar and no summary line\n";
 
 /* Set by SIGINT/SIGTERM. A signal handler can only communicate through a static flag; the
@@ -672,6 +674,12 @@ static int cmd_score(int argc, char **argv) {
         } else if (VAL("--max-file-bytes")) {
             if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-file-bytes '%s'", v);
             o.decode.max_file_bytes = u;
+        } else if (VAL("--max-text-bytes")) {
+            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-text-bytes '%s'", v);
+            o.max_text_bytes = (size_t)u;
+        } else if (VAL("--max-json-depth")) {
+            if ((o.limits.max_depth = parse_int(v, 1, 100000)) < 0)
+                return usage_error("score", "bad --max-json-depth '%s'", v);
         } else if (VAL("--max-row-bytes")) {
             if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-row-bytes '%s'", v);
             o.limits.max_row_bytes = (size_t)u;
@@ -726,6 +734,9 @@ static int cmd_score(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* Past a file-size limit (ulimit -f), write() must fail with EFBIG and be reported, not
+     * kill the process with SIGXFSZ half-way. */
+    signal(SIGXFSZ, SIG_IGN);
     clip_score_stats st;
     if (clip_score_table(&o, &st, &e)) {
         if (g_cancel) fprintf(stderr, "clipeval: interrupted: no output written\n");
@@ -734,8 +745,10 @@ static int cmd_score(int argc, char **argv) {
     if (!o.quiet) {
         fprintf(stderr,
                 "clipeval score: %zu rows, %zu scored, %zu failed (image), %zu empty text, %zu "
-                "rejected; %zu images + %zu texts encoded; %.2f s, %.1f rows/s -> %s\n",
-                st.rows, st.scored, st.image_failed, st.empty_text, st.rejected, st.images_encoded,
+                "refused (text too long), %zu rejected; %zu images + %zu texts encoded; %.2f s, "
+                "%.1f rows/s -> %s\n",
+                st.rows, st.scored, st.image_failed, st.empty_text, st.text_failed, st.rejected,
+                st.images_encoded,
                 st.texts_encoded, st.seconds, st.seconds > 0 ? st.rows / st.seconds : 0.0, output);
         if (st.rejected)
             fprintf(stderr, "clipeval score: %zu invalid rows copied to %s\n", st.rejected,

@@ -362,6 +362,8 @@ typedef struct row_info {
     int img;          /* image cache entry, or -1 when the cell is not a usable path */
     int txt;          /* text cache entry, or -1 for blank text */
     int blank;        /* empty / whitespace-only text */
+    int too_long;     /* text above max_text_bytes: refused, 0.0 + warning */
+    size_t text_len;
     char bad_image[160]; /* why the image cell is unusable (non-string, empty) */
     size_t line;
 } row_info;
@@ -597,6 +599,12 @@ static double row_score(run *r, const row_info *ri) {
         r->stats->image_failed++;
         return 0.0;
     }
+    if (ri->too_long) {
+        warn(r, ri->line, "text of %zu bytes is above the --max-text-bytes limit (score 0.0)",
+             ri->text_len);
+        r->stats->text_failed++;
+        return 0.0;
+    }
     if (ri->blank) {
         r->stats->empty_text++;
         return 0.0;
@@ -614,7 +622,7 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
     clip_status st = CLIP_OK;
     if (!rows || !scores || !new_img || !chk_img || !new_txt)
         st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
-    size_t done = 0;
+    size_t done = 0, max_text = r->o->max_text_bytes ? r->o->max_text_bytes : (size_t)64 << 20;
     for (size_t window = 1; !st; window++) {
         if (r->o->cancel && *r->o->cancel) {
             st = clip_fail(err, CLIP_ERR_IO, "interrupted");
@@ -632,6 +640,8 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
             st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
             if (st) break;
             ri->blank = r->text.len == 0 || blank_text(r->text.data, r->text.len);
+            ri->text_len = r->text.len;
+            if (r->text.len > max_text) ri->too_long = 1, ri->blank = 1;
             ri->img = -1;
             ri->txt = -1;
             if (image_path(r, row, ri->bad_image, sizeof ri->bad_image)) {
@@ -725,7 +735,12 @@ static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip
             r->text.len = 0;
             st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
             if (st) break;
-            if (r->text.len == 0 || blank_text(r->text.data, r->text.len)) {
+            size_t max_text = r->o->max_text_bytes ? r->o->max_text_bytes : (size_t)64 << 20;
+            if (r->text.len > max_text) {
+                warn(r, ri.line, "text of %zu bytes is above the --max-text-bytes limit (score 0.0)",
+                     r->text.len);
+                r->stats->text_failed++;
+            } else if (r->text.len == 0 || blank_text(r->text.data, r->text.len)) {
                 r->stats->empty_text++;
             } else {
                 const char *t = r->text.data;

@@ -21,6 +21,7 @@ typedef struct clip_score_options {
     int decode_threads;       /* 0 = all cores */
     int batch_size;           /* images / texts per forward call */
     size_t cache_entries;     /* distinct images (and texts) whose embeddings are kept */
+    size_t max_text_bytes;    /* longer texts score 0.0 with a warning; 0 = 64 MiB */
     int per_row;              /* DataFlow's own loop: batch 1, no reuse (for comparison) */
     int pandas_compat, skip_invalid, quiet, progress;
     clip_decode_options decode;
@@ -30,7 +31,7 @@ typedef struct clip_score_options {
 } clip_score_options;
 
 typedef struct clip_score_stats {
-    size_t rows, scored, image_failed, empty_text, rejected;
+    size_t rows, scored, image_failed, text_failed, empty_text, rejected;
     size_t images_encoded, texts_encoded;
     double seconds;
     char rejects_path[4200]; /* set when rows were rejected */

@@ -426,6 +426,63 @@ Test(score_rules, batched_equals_per_row_and_dedupes) {
     tu_rmtree(f.tmp);
 }
 
+/* Every limit is configurable; a field over its limit is that row's 0.0 + warning, a row over
+ * a structural limit is an invalid row (stop with its line, or --skip-invalid). */
+Test(score_rules, limits) {
+    fixture f;
+    setup(&f);
+    char content[8192], *log;
+    snprintf(content, sizeof content,
+             "{\"image_path\":\"%s\",\"text\":\"a short caption\"}\n"
+             "{\"image_path\":\"%s\",\"text\":\"a caption that is longer than forty bytes, surely\"}\n",
+             f.img, f.img);
+    /* pixels: edge_100x60 has 6000 */
+    cr_assert_eq(score_file(&f, "in.jsonl", content, "--max-pixels 5999", &log), 0, "%s", log);
+    cr_expect(strstr(log, "in.jsonl:1:") && strstr(log, "in.jsonl:2:") && strstr(log, "0 scored"),
+              "%s", log);
+    free(log);
+    cr_assert_eq(score_file(&f, "in.jsonl", content, "--max-pixels 6000", &log), 0, "%s", log);
+    cr_expect(strstr(log, "2 scored"), "%s", log);
+    free(log);
+    /* file size */
+    cr_assert_eq(score_file(&f, "in.jsonl", content, "--max-file-bytes 100", &log), 0, "%s", log);
+    cr_expect(strstr(log, "0 scored") && strstr(log, "limit"), "%s", log);
+    free(log);
+    /* text length */
+    cr_assert_eq(score_file(&f, "in.jsonl", content, "--max-text-bytes 40", &log), 0, "%s", log);
+    cr_expect(strstr(log, "1 scored") && strstr(log, "in.jsonl:2: text of") &&
+                  strstr(log, "max-text-bytes"),
+              "%s", log);
+    free(log);
+    char *out = out_text(&f, ".jsonl"), *lines[4];
+    split_lines(out, lines, 4);
+    cr_expect_eq(json_number(lines[1], "clip_score"), 0.0);
+    free(out);
+    /* row length and nesting: invalid rows */
+    cr_expect_eq(score_file(&f, "in.jsonl", content, "--max-row-bytes 80", &log), 1, "%s", log);
+    cr_expect(strstr(log, "line 2") || strstr(log, ":2"), "%s", log);
+    free(log);
+    cr_assert_eq(score_file(&f, "in.jsonl", content, "--max-row-bytes 80 --skip-invalid", &log), 0,
+                 "%s", log);
+    cr_expect(strstr(log, "1 rejected"), "%s", log);
+    free(log);
+    snprintf(content, sizeof content,
+             "{\"image_path\":\"%s\",\"text\":\"a\",\"deep\":[[[[1]]]]}\n", f.img);
+    cr_expect_eq(score_file(&f, "in.jsonl", content, "--max-json-depth 3", &log), 1, "%s", log);
+    cr_expect(strstr(log, "nesting"), "%s", log);
+    free(log);
+    /* a 4 MB caption is tokenised (linearly) and truncated to 77 tokens like HF */
+    clip_buf big = {0};
+    clip_buf_printf(&big, "{\"image_path\":\"%s\",\"text\":\"", f.img);
+    for (int i = 0; i < 400000; i++) clip_buf_puts(&big, "word word ");
+    clip_buf_puts(&big, "\"}\n");
+    cr_assert_eq(score_file(&f, "in.jsonl", big.data, NULL, &log), 0, "%s", log);
+    cr_expect(strstr(log, "1 scored"), "%s", log);
+    free(log);
+    clip_buf_free(&big);
+    tu_rmtree(f.tmp);
+}
+
 /* A run killed at any moment leaves the previous output intact (or none), never a partial one. */
 Test(score_atomic, sigkill_keeps_previous_output, .timeout = 300) {
     fixture f;
@@ -438,12 +495,12 @@ Test(score_atomic, sigkill_keeps_previous_output, .timeout = 300) {
     snprintf(out, sizeof out, "%s/out.jsonl", f.tmp);
     tu_write_file(in, c.data, c.len);
     tu_write_file(out, "previous\n", 9);
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 20; k++) {
         /* per-row mode keeps the process busy long enough to be killed mid-way */
         snprintf(cmd, sizeof cmd,
                  "%s score --input '%s' --output '%s' --model '%s' --device cpu --per-row --quiet "
-                 "& p=$!; sleep 0.%d; kill -%s $p; wait $p",
-                 tu_cli(), in, out, f.model, 3 + 2 * k, k % 2 ? "KILL" : "INT");
+                 "& p=$!; sleep 0.%02d; kill -%s $p; wait $p",
+                 tu_cli(), in, out, f.model, 5 + (k * 37) % 90, k % 4 == 3 ? "INT" : "KILL");
         char *log;
         int rc = tu_run(cmd, &log);
         cr_expect_neq(rc, 0, "the run was not interrupted (rc %d): %s", rc, log);
@@ -455,6 +512,38 @@ Test(score_atomic, sigkill_keeps_previous_output, .timeout = 300) {
     char *inow = read_all(in);
     cr_expect_eq(strcmp(inow, c.data), 0, "input modified");
     free(inow);
+    clip_buf_free(&c);
+    tu_rmtree(f.tmp);
+}
+
+/* Disk full (a file-size limit): a clear error, no partial output, the old one intact. */
+Test(score_atomic, file_size_limit_gives_clear_error) {
+    fixture f;
+    setup(&f);
+    clip_buf c = {0};
+    for (int i = 0; i < 200; i++)
+        clip_buf_printf(&c, "{\"image_path\":\"%s\",\"text\":\"caption %d with some padding text\"}\n",
+                        f.img, i);
+    char in[4400], out[4400], cmd[32768];
+    snprintf(in, sizeof in, "%s/in.jsonl", f.tmp);
+    snprintf(out, sizeof out, "%s/out.jsonl", f.tmp);
+    tu_write_file(in, c.data, c.len);
+    tu_write_file(out, "previous\n", 9);
+    /* ulimit -f counts 1024-byte blocks: 8 KiB is less than the ~30 KiB output */
+    snprintf(cmd, sizeof cmd,
+             "ulimit -f 8; %s score --input '%s' --output '%s' --model '%s' --device cpu --quiet",
+             tu_cli(), in, out, f.model);
+    char *log;
+    int rc = tu_run(cmd, &log);
+    cr_expect_eq(rc, 1, "rc %d: %s", rc, log);
+    cr_expect(strstr(log, "write") || strstr(log, "large"), "unclear error: %s", log);
+    free(log);
+    char *now = read_all(out);
+    cr_expect_str_eq(now, "previous\n");
+    free(now);
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | grep -v -x -e in.jsonl -e out.jsonl -e model -e a.png -e sub", f.tmp);
+    cr_expect_neq(tu_run(cmd, &log), 0, "temporary files left behind: %s", log);
+    free(log);
     clip_buf_free(&c);
     tu_rmtree(f.tmp);
 }

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 double bench_now(void) {
@@ -22,8 +23,13 @@ int main(void) {
     }
     if (!synth || !*synth) synth = "build/models";
     if (!build || !*build) build = "build";
-    bench_model(shared, synth);
-    bench_tokenizer(shared);
-    bench_images(shared);
+    /* CLIPEVAL_BENCH=model,tokenizer,images,scorer,cuda picks parts (default: all) */
+    const char *pick = getenv("CLIPEVAL_BENCH");
+#define WANT(name) (!pick || !*pick || strstr(pick, name))
+    if (WANT("model")) bench_model(shared, synth);
+    if (WANT("tokenizer")) bench_tokenizer(shared);
+    if (WANT("images")) bench_images(shared);
+    if (WANT("scorer")) bench_scorer(shared, synth, build);
+#undef WANT
     return 0;
 }

@@ -55,7 +55,9 @@ endif
 SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work/shared))
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
-.PHONY: all test asan tsan bench demo fuzz deps clean check-shared
+.PHONY: all test asan tsan bench demo fuzz deps clean print-shared
+print-shared:
+	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a
 
 deps:
@@ -106,7 +108,7 @@ $(SYNTH_B32): $(BUILD)/clipeval
 	  ln -sf $(abspath $(SHARED))/models/clip-vit-base-patch32/$$f $(dir $@)$$f; done
 
 # Tests read ../shared through CLIPEVAL_SHARED; the synthetic model through CLIPEVAL_SYNTH_DIR.
-TEST_ENV = CLIPEVAL_SHARED=$(abspath $(SHARED)) CLIPEVAL_BUILD=$(abspath $(BUILD)) \
+TEST_ENV = CLIPEVAL_SHARED=$(abspath $(SHARED)) CLIPEVAL_BUILD=$(abspath $(BUILD)) CLIPEVAL_SRC=$(CURDIR) \
            CLIPEVAL_SYNTH_DIR=$(abspath $(BUILD)/models)
 CRITERION_ARGS ?= --jobs 2
 
@@ -122,7 +124,7 @@ asan: deps
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/test_clip $(BUILD)/asan/clipeval
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) CLIPEVAL_BUILD=$(abspath $(BUILD)/asan) OMP_NUM_THREADS=1 \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(BUILD)/asan/test_clip $(CRITERION_ARGS)
 
 # ThreadSanitizer: our OpenMP is compiled out (libgomp is not instrumented, it would only

@@ -74,7 +74,8 @@ $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(TEST_WFLAGS) -Itests -MMD -MP -c $< -o $@
 
-$(BUILD)/obj/backend_cuda.o: src/backend_cuda.cu src/clip.h src/backend.h
+$(BUILD)/obj/backend_cuda.o: src/backend_cuda.cu src/clip.h src/backend.h src/model_internal.h \
+                              src/safetensors.h src/util.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 

@@ -54,7 +54,6 @@ typedef struct cuda_state {
     int *ints;             /* text chunk: per-row (id, position), per-seq (row0, len), pool rows */
     int vchunk;            /* images per chunk */
     int trows;             /* token rows per text chunk */
-    size_t pin_in_bytes;
     unsigned char *pin;    /* pinned staging, one allocation */
     unsigned char *pin_in[2];
     float *pin_out[2];
@@ -492,6 +491,9 @@ static clip_status state_init(cuda_state *s, const clip_model *m, clip_error *er
         snprintf(what, sizeof what, "cudaMemcpy of weight %s", u.failed);
         return cuda_err(err, u.e, what, __LINE__);
     }
+    /* A pageable cudaMemcpy may return before its DMA lands, and our non-blocking stream does
+     * not wait for the legacy stream: finish the uploads before any kernel reads them. */
+    CK(cudaDeviceSynchronize());
 
     CK(cudaMalloc((void **)&s->wsbase, wsbytes));
     float *p = s->wsbase;
@@ -508,7 +510,6 @@ static clip_status state_init(cuda_state *s, const clip_model *m, clip_error *er
     in_b = round_up(in_b, 256);
     size_t out_b = round_up(items * E * sizeof(float), 256);
     CK(cudaHostAlloc((void **)&s->pin, 2 * (in_b + out_b), cudaHostAllocDefault));
-    s->pin_in_bytes = in_b;
     for (int i = 0; i < 2; i++) {
         s->pin_in[i] = s->pin + (size_t)i * in_b;
         s->pin_out[i] = (float *)(s->pin + 2 * in_b + (size_t)i * out_b);

@@ -1057,13 +1057,11 @@ static clip_status csv_next_record(src *s, int *got, clip_error *err) {
                 if ((st = csv_end_field(s, err))) return st;
                 goto end_of_record;
             }
+            if (c == ',' && (st = csv_end_field(s, err))) return st; /* an empty field */
             if ((st = raw_put(s, &ch, 1, err)) || (st = src_take(s, c, err))) return st;
             if (c == '"') {
                 state = CS_IN_QUOTED;
-            } else if (c == ',') {
-                /* an empty field; the next one starts after the comma */
-                if ((st = csv_end_field(s, err))) return st;
-            } else {
+            } else if (c != ',') {
                 if ((st = csv_val(s, c, err))) return st;
                 state = CS_IN_FIELD;
             }
@@ -1074,9 +1072,9 @@ static clip_status csv_next_record(src *s, int *got, clip_error *err) {
                 if ((st = csv_end_field(s, err))) return st;
                 goto end_of_record;
             }
+            if (c == ',' && (st = csv_end_field(s, err))) return st; /* the comma is not in it */
             if ((st = raw_put(s, &ch, 1, err)) || (st = src_take(s, c, err))) return st;
             if (c == ',') {
-                if ((st = csv_end_field(s, err))) return st;
                 state = CS_START_FIELD;
             } else if (c == '"' && state == CS_QUOTE_IN_QUOTED) {
                 if ((st = csv_val(s, c, err))) return st; /* "" inside quotes */
@@ -1568,7 +1566,7 @@ static pyinfo py_classify(const json_value *v, const char *text, int ujson) {
  * its own decoding). *is_none for ujson's NaN. */
 static double py_number_value(const json_value *v, const char *text, int ujson, int *is_none) {
     *is_none = 0;
-    if (!ujson) return v->u.num.d;
+    if (!ujson) return v->u.num.is_int && v->u.num.d == 0 ? 0.0 : v->u.num.d; /* float(-0) */
     uj_num n;
     ujson_number(text + v->start, v->end - v->start, &n);
     switch (n.kind) {
@@ -2193,23 +2191,19 @@ static void json_held(const column *c, const json_value *v, const char *text, in
         h->k = H_MISSING;
         return;
     }
-    if (c->coerced) { /* read_json made the column float64 or int64 */
+    int none = 0;
+    if (c->coerced) { /* read_json made the column float64 or int64: every cell converts */
         double f = NAN;
         py_to_float(v, text, &f);
         if (c->dtype == TD_INT64) {
             held_i64(h, (int64_t)f);
-        } else if (isnan(f) && (v->type == JSON_NULL || v->type == JSON_NUMBER)) {
-            int none = 0;
-            if (v->type == JSON_NUMBER) py_number_value(v, text, ujson, &none);
-            h->k = v->type == JSON_NULL || none ? H_NULL_NAN : H_FLOAT;
-            h->d = f;
-        } else {
-            h->k = H_FLOAT;
-            h->d = f;
+            return;
         }
+        if (v->type == JSON_NUMBER) py_number_value(v, text, ujson, &none);
+        h->k = v->type == JSON_NULL || none ? H_NULL_NAN : H_FLOAT;
+        h->d = f;
         return;
     }
-    int none = 0;
     switch (v->type) {
     case JSON_NULL: h->k = c->dtype == TD_OBJECT ? H_NONE : H_NULL_NAN; return;
     case JSON_TRUE:
@@ -2246,7 +2240,7 @@ static void json_held(const column *c, const json_value *v, const char *text, in
     }
     if (c->dtype == TD_FLOAT64 || v->u.num.nonfinite || !v->u.num.is_int) {
         h->k = H_FLOAT;
-        h->d = v->u.num.d;
+        h->d = py_number_value(v, text, 0, &none);
     } else {
         held_int_literal(h, text + v->start, v->end - v->start);
     }
@@ -2847,7 +2841,14 @@ static void object_with_score(clip_buf *b, const char *text, const json_value *r
             clip_buf_append(b, text + m[n - 2].value.end, m[n - 1].key_start - m[n - 2].value.end);
         } else {
             clip_buf_putc(b, ',');
-            if (mimic) clip_buf_append(b, text + root->start + 1, m[0].key_start - root->start - 1);
+            /* One member shows no separator: reuse the line break and indentation before it,
+             * or on one line a space when its key and value are spaced. */
+            const char *ws = text + root->start + 1;
+            size_t wn = m[0].key_start - root->start - 1;
+            if (mimic && memchr(ws, '\n', wn))
+                clip_buf_append(b, ws, wn);
+            else if (mimic && memchr(text + m[0].key_end, ' ', m[0].value.start - m[0].key_end))
+                clip_buf_putc(b, ' ');
         }
     }
     json_write_string(b, key, keylen, 0);

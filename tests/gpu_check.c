@@ -7,7 +7,8 @@
  *   - batch invariance (alone vs batch, a 300-image batch across chunks, padding);
  *   - rejected inputs leave the model usable; four threads on one model agree bit for bit;
  *   - throughput (bench_cuda), unless --no-bench.
- * usage: gpu_check [--no-bench] [--synth-only]
+ * usage: gpu_check [--no-bench] [--tiny-only] [--synth-only]
+ *        --tiny-only: tiny-synth checks only (quick; no ViT-B/32, no throughput)
  * env:   CLIPEVAL_SHARED (the shared data folder), CLIPEVAL_SYNTH_DIR (default build/models;
  *        vitb32-synth is generated there when missing).
  * Exit status: 0 all checks passed, 1 a check failed, 77 no usable GPU, 2 setup error. */
@@ -515,14 +516,17 @@ static int ensure_vitb32(void) {
 }
 
 int main(int argc, char **argv) {
-    int bench = 1, synth_only = 0;
+    int bench = 1, synth_only = 0, tiny_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--no-bench")) {
             bench = 0;
         } else if (!strcmp(argv[i], "--synth-only")) {
             synth_only = 1;
+        } else if (!strcmp(argv[i], "--tiny-only")) {
+            tiny_only = 1;
+            bench = 0;
         } else {
-            fprintf(stderr, "usage: gpu_check [--no-bench] [--synth-only]\n");
+            fprintf(stderr, "usage: gpu_check [--no-bench] [--tiny-only] [--synth-only]\n");
             return 2;
         }
     }
@@ -561,8 +565,10 @@ int main(int argc, char **argv) {
         }
         errors(tiny);
         threads(tiny, ids, n_txt);
-        float *px = ensure_vitb32() ? vitb32_pixels(&n_img) : NULL;
-        if (px) {
+        float *px = tiny_only ? NULL : ensure_vitb32() ? vitb32_pixels(&n_img) : NULL;
+        if (tiny_only) {
+            skip("vitb32-synth (--tiny-only)");
+        } else if (px) {
             check_model("vitb32-synth", vitb32, px, n_img, ids, n_txt);
             batch_invariance(vitb32, px, n_img, ids);
             free(px);

@@ -30,6 +30,7 @@ int main(void) {
     if (WANT("tokenizer")) bench_tokenizer(shared);
     if (WANT("images")) bench_images(shared);
     if (WANT("scorer")) bench_scorer(shared, synth, build);
+    if (WANT("cuda")) bench_cuda(synth);
 #undef WANT
     return 0;
 }

@@ -25,6 +25,7 @@
 #include "backend.h"
 #include "bench.h"
 #include "clip.h"
+#include "golden_data.h"
 #include "json.h"
 #include "model_internal.h"
 #include "npy.h"
@@ -130,133 +131,51 @@ static clip_model *load_on(const char *dir, clip_device dev) {
 
 /* The 77-token input_ids of golden/tokenizer/texts.jsonl; NULL after a FAIL. */
 static int32_t *golden_input_ids(int *n_out) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/golden/tokenizer/texts.jsonl", g_shared);
-    char *data;
-    size_t len;
+    int32_t *ids = NULL;
     clip_error e = {0};
-    if (clip_read_file(path, 0, &data, &len, &e)) {
-        check(0, "read %s: %s", path, e.msg);
+    if (gd_input_ids(g_shared, &ids, n_out, &e)) {
+        check(0, "golden input_ids: %s", e.msg);
         return NULL;
     }
-    int cap = 1024, n = 0;
-    int32_t *ids = xmalloc(sizeof(int32_t) * 77 * (size_t)cap);
-    for (char *line = data; line < data + len;) {
-        char *nl = memchr(line, '\n', (size_t)(data + len - line));
-        size_t ll = nl ? (size_t)(nl - line) : (size_t)(data + len - line);
-        if (ll > 0 && n < cap) {
-            json_doc *doc;
-            if (json_parse(line, ll, "texts.jsonl", 0, &doc, &e)) {
-                check(0, "%s: %s", path, e.msg);
-                free(ids);
-                free(data);
-                return NULL;
-            }
-            const json_value *a = json_get(json_doc_root(doc), "input_ids");
-            int ok = a && a->type == JSON_ARRAY && a->u.arr.n == 77;
-            for (int k = 0; ok && k < 77; k++) ids[n * 77 + k] = (int32_t)a->u.arr.items[k].u.num.d;
-            json_doc_free(doc);
-            if (!ok) {
-                check(0, "%s: line %d has no 77 input_ids", path, n + 1);
-                free(ids);
-                free(data);
-                return NULL;
-            }
-            n++;
-        }
-        line += ll + 1;
-    }
-    free(data);
-    *n_out = n;
     return ids;
 }
 
 /* vitb32 golden pixel_values in embeddings order; NULL after a FAIL. */
 static float *vitb32_pixels(int *n_out) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/golden/embeddings/vitb32-synth/order.json", g_shared);
-    json_doc *doc;
+    float *px = NULL;
     clip_error e = {0};
-    if (json_parse_file(path, 0, 0, &doc, &e)) {
-        check(0, "read %s: %s", path, e.msg);
+    if (gd_vitb32_pixels(g_shared, &px, n_out, &e)) {
+        check(0, "golden pixel_values: %s", e.msg);
         return NULL;
     }
-    const json_value *a = json_get(json_doc_root(doc), "images");
-    int n = a && a->type == JSON_ARRAY ? (int)a->u.arr.n : 0;
-    size_t per = 3 * 224 * 224;
-    float *px = xmalloc(sizeof(float) * per * (size_t)(n ? n : 1));
-    for (int i = 0; i < n; i++) {
-        snprintf(path, sizeof path, "%s/golden/images/%s.pixel_values.npy", g_shared,
-                 a->u.arr.items[i].u.str.s);
-        npy_array p;
-        if (!load_npy(path, &p)) {
-            free(px);
-            json_doc_free(doc);
-            return NULL;
-        }
-        int ok = p.dtype == NPY_F32 && p.count == per;
-        if (ok) memcpy(px + per * i, p.data, sizeof(float) * per);
-        npy_free(&p);
-        if (!ok) {
-            check(0, "%s: not float32 [3, 224, 224]", path);
-            free(px);
-            json_doc_free(doc);
-            return NULL;
-        }
-    }
-    json_doc_free(doc);
-    if (n == 0) {
-        check(0, "%s: no images listed", path);
-        free(px);
-        return NULL;
-    }
-    *n_out = n;
     return px;
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double mx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= mx)) mx = d; /* NaN propagates as a failure */
-    }
-    return mx;
 }
 
 /* ------------------------------------------------------------------ golden / CPU */
 
 static void golden(const char *model, const char *name, const float *ours, size_t count) {
-    char p32[4096], p64[4096];
-    snprintf(p32, sizeof p32, "%s/golden/embeddings/%s/%s.npy", g_shared, model, name);
-    snprintf(p64, sizeof p64, "%s/golden/embeddings/%s/%s_f64.npy", g_shared, model, name);
-    npy_array a, b;
-    if (!load_npy(p32, &a)) return;
-    if (!load_npy(p64, &b)) {
-        npy_free(&a);
-        return;
-    }
-    if (a.dtype != NPY_F32 || b.dtype != NPY_F64 || a.count != count || b.count != count) {
-        check(0, "golden %s %s: golden arrays do not match our %zu values", model, name, count);
+    char gdir[4096], p64[4200];
+    snprintf(gdir, sizeof gdir, "%s/golden/embeddings/%s", g_shared, model);
+    snprintf(p64, sizeof p64, "%s/%s_f64.npy", gdir, name);
+    npy_array b;
+    if (!load_npy(p64, &b)) return;
+    double te = 0, tol = 0;
+    clip_error e = {0};
+    if (b.dtype != NPY_F64 || b.count != count) {
+        check(0, "golden %s %s: golden array does not match our %zu values", model, name, count);
+    } else if (gd_torch_err(gdir, name, &te, &tol, &e)) {
+        check(0, "golden %s %s: %s", model, name, e.msg);
     } else {
-        double te = 0, err = 0;
-        for (size_t i = 0; i < count; i++) {
-            double r = ((const double *)b.data)[i];
-            double d = fabs((double)((const float *)a.data)[i] - r);
-            if (d > te) te = d;
-            d = fabs((double)ours[i] - r);
-            if (!(d <= err)) err = d;
-        }
-        double tol = 2 * te > 1e-6 ? 2 * te : 1e-6;
+        double err = gd_max_err_f64(ours, b.data, count);
         check(err <= tol, "golden %-12s %-15s max |cuda - fp64| %.3g  (torch fp32 %.3g, tolerance %.3g)",
               model, name, err, te, tol);
     }
-    npy_free(&a);
     npy_free(&b);
 }
 
 static void vs_cpu(const char *model, const char *name, const float *g, const float *c,
                    size_t count) {
-    double d = max_abs_diff(g, c, count);
+    double d = gd_max_abs_diff(g, c, count);
     check(d <= CPU_TOL, "vs cpu %-12s %-15s max |cuda - cpu|  %.3g  (limit %.0e)", model, name, d,
           CPU_TOL);
 }
@@ -333,7 +252,7 @@ static void batch_invariance(const char *dir, const float *px, int n, const int3
             check(0, "image %d alone: %s", i, e.msg);
             goto done;
         }
-        double d = max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
+        double d = gd_max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
         if (!(d <= worst)) worst = d;
     }
     check(worst <= BATCH_TOL, "images 0..6 alone vs in the batch of %d: max diff %.3g", n, worst);
@@ -347,7 +266,7 @@ static void batch_invariance(const char *dir, const float *px, int n, const int3
         } else {
             worst = 0;
             for (int i = 0; i < big; i++) {
-                double d = max_abs_diff(bout + (size_t)i * E, batch + (size_t)(i % n) * E, (size_t)E);
+                double d = gd_max_abs_diff(bout + (size_t)i * E, batch + (size_t)(i % n) * E, (size_t)E);
                 if (!(d <= worst)) worst = d;
             }
             check(worst <= BATCH_TOL, "images in a batch of %d (2 chunks) vs batch of %d: max diff %.3g",
@@ -371,7 +290,7 @@ static void batch_invariance(const char *dir, const float *px, int n, const int3
                 check(0, "text %d alone: %s", pick[i], e.msg);
                 goto done;
             }
-            double d = max_abs_diff(alone, tb + (size_t)i * E, (size_t)E);
+            double d = gd_max_abs_diff(alone, tb + (size_t)i * E, (size_t)E);
             if (!(d <= worst)) worst = d;
         }
         check(worst <= BATCH_TOL, "texts alone vs in a batch of 7 (mixed lengths): max diff %.3g",
@@ -381,7 +300,7 @@ static void batch_invariance(const char *dir, const float *px, int n, const int3
             check(0, "text 0 unpadded: %s", e.msg);
             goto done;
         }
-        double d = max_abs_diff(alone, tb, (size_t)E);
+        double d = gd_max_abs_diff(alone, tb, (size_t)E);
         check(d <= BATCH_TOL, "text 0 unpadded (%d ids) vs padded to 77: max diff %.3g", len0, d);
     }
 done:

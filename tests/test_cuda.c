@@ -11,6 +11,7 @@
 #include "clip.h"
 #include "json.h"
 #include "model_internal.h"
+#include "golden_data.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -54,92 +55,18 @@ static clip_model *load_on(const char *dir, clip_device dev) {
 
 static void tiny_dir(char *out, size_t cap) { tu_shared_path(out, cap, "golden/models/tiny-synth"); }
 
-/* The golden 77-token input_ids of tokenizer/texts.jsonl as int32 [n, 77] (as test_model.c). */
 static int32_t *golden_input_ids(int *n_out) {
-    char path[4096];
-    tu_shared_path(path, sizeof path, "golden/tokenizer/texts.jsonl");
-    char *data;
-    size_t len;
+    int32_t *ids = NULL;
     clip_error e = {0};
-    cr_assert_eq(clip_read_file(path, 0, &data, &len, &e), CLIP_OK, "%s", e.msg);
-    int cap = 512, n = 0;
-    int32_t *ids = malloc(sizeof(int32_t) * 77 * (size_t)cap);
-    cr_assert_not_null(ids);
-    char *line = data;
-    while (line < data + len) {
-        char *nl = memchr(line, '\n', (size_t)(data + len - line));
-        size_t ll = nl ? (size_t)(nl - line) : (size_t)(data + len - line);
-        if (ll > 0) {
-            json_doc *doc;
-            cr_assert_eq(json_parse(line, ll, "texts.jsonl", 0, &doc, &e), CLIP_OK, "%s", e.msg);
-            const json_value *a = json_get(json_doc_root(doc), "input_ids");
-            cr_assert(a && a->type == JSON_ARRAY && a->u.arr.n == 77);
-            cr_assert(n < cap);
-            for (int k = 0; k < 77; k++) ids[n * 77 + k] = (int32_t)a->u.arr.items[k].u.num.d;
-            json_doc_free(doc);
-            n++;
-        }
-        line += ll + 1;
-    }
-    free(data);
-    *n_out = n;
+    cr_assert_eq(gd_input_ids(tu_shared_or_skip(), &ids, n_out, &e), CLIP_OK, "%s", e.msg);
     return ids;
 }
 
-/* The vitb32 golden images in embeddings order (order.json), float32 [n, 3, 224, 224]. */
 static float *vitb32_pixels(int *n_out) {
-    char path[4096];
-    tu_shared_path(path, sizeof path, "golden/embeddings/vitb32-synth/order.json");
-    json_doc *doc;
+    float *px = NULL;
     clip_error e = {0};
-    cr_assert_eq(json_parse_file(path, 0, 0, &doc, &e), CLIP_OK, "%s", e.msg);
-    const json_value *a = json_get(json_doc_root(doc), "images");
-    cr_assert(a && a->type == JSON_ARRAY);
-    int n = (int)a->u.arr.n;
-    size_t per = 3 * 224 * 224;
-    float *px = malloc(sizeof(float) * per * (size_t)n);
-    cr_assert_not_null(px);
-    for (int i = 0; i < n; i++) {
-        char rel[512];
-        snprintf(rel, sizeof rel, "golden/images/%s.pixel_values.npy", a->u.arr.items[i].u.str.s);
-        tu_shared_path(path, sizeof path, rel);
-        npy_array p;
-        tu_load_npy(path, &p);
-        cr_assert_eq(p.count, per, "%s: unexpected size", path);
-        memcpy(px + per * i, p.data, sizeof(float) * per);
-        npy_free(&p);
-    }
-    json_doc_free(doc);
-    *n_out = n;
+    cr_assert_eq(gd_vitb32_pixels(tu_shared_or_skip(), &px, n_out, &e), CLIP_OK, "%s", e.msg);
     return px;
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double mx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= mx)) mx = d; /* NaN propagates as a failure */
-    }
-    return mx;
-}
-
-/* PyTorch's own fp32 error on an array: max |golden_f32 - golden_f64|. */
-static double torch_err(const char *gdir, const char *name) {
-    char p32[4096], p64[4096];
-    snprintf(p32, sizeof p32, "%s/%s.npy", gdir, name);
-    snprintf(p64, sizeof p64, "%s/%s_f64.npy", gdir, name);
-    npy_array a, b;
-    tu_load_npy(p32, &a);
-    tu_load_npy(p64, &b);
-    cr_assert_eq(a.count, b.count);
-    double mx = 0;
-    for (size_t i = 0; i < a.count; i++) {
-        double d = fabs((double)((float *)a.data)[i] - ((double *)b.data)[i]);
-        if (d > mx) mx = d;
-    }
-    npy_free(&a);
-    npy_free(&b);
-    return mx;
 }
 
 /* test_model.c's acceptance rule: max |ours - fp64| <= max(2 x PyTorch fp32 error, 1e-6). */
@@ -150,13 +77,9 @@ static void check_golden(const char *gdir, const char *name, const float *ours, 
     tu_load_npy(path, &ref);
     cr_assert_eq(ref.dtype, NPY_F64);
     cr_assert_eq(ref.count, count, "%s: %zu values, golden has %zu", name, count, ref.count);
-    const double *r = ref.data;
-    double err = 0;
-    for (size_t i = 0; i < count; i++) {
-        double d = fabs((double)ours[i] - r[i]);
-        if (!(d <= err)) err = d;
-    }
-    double te = torch_err(gdir, name), tol = 2.0 * te > 1e-6 ? 2.0 * te : 1e-6;
+    double err = gd_max_err_f64(ours, ref.data, count), te = 0, tol = 0;
+    clip_error e = {0};
+    cr_assert_eq(gd_torch_err(gdir, name, &te, &tol, &e), CLIP_OK, "%s", e.msg);
     fprintf(stderr, "[cuda] golden %s %s: max err %.3g, torch fp32 %.3g, tolerance %.3g\n",
             strrchr(gdir, '/') + 1, name, err, te, tol);
     cr_expect(err <= tol, "%s: max error %.3g above tolerance %.3g", name, err, tol);
@@ -165,7 +88,7 @@ static void check_golden(const char *gdir, const char *name, const float *ours, 
 
 static void check_cpu(const char *label, const char *name, const float *gpu, const float *cpu,
                       size_t count) {
-    double d = max_abs_diff(gpu, cpu, count);
+    double d = gd_max_abs_diff(gpu, cpu, count);
     fprintf(stderr, "[cuda] vs cpu %s %s: max |cuda - cpu| %.3g (limit %.0e)\n", label, name, d,
             CPU_TOL);
     cr_expect(d <= CPU_TOL, "%s %s: CUDA and CPU differ by %.3g", label, name, d);
@@ -312,7 +235,7 @@ Test(cuda, vitb32_batch_invariance, .timeout = 600) {
     double worst = 0;
     for (int i = 0; i < 7; i++) {
         cr_assert_eq(clip_encode_images(m, px + per * i, 1, NULL, alone, &e), CLIP_OK, "%s", e.msg);
-        double d = max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
+        double d = gd_max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
         if (d > worst) worst = d;
         cr_expect(d <= BATCH_TOL, "image %d: alone vs in a batch of %d differ by %.3g", i, n, d);
     }
@@ -325,7 +248,7 @@ Test(cuda, vitb32_batch_invariance, .timeout = 600) {
     cr_assert_eq(clip_encode_images(m, bpx, big, NULL, bout, &e), CLIP_OK, "%s", e.msg);
     worst = 0;
     for (int i = 0; i < big; i++) {
-        double d = max_abs_diff(bout + (size_t)i * E, batch + (size_t)(i % n) * E, (size_t)E);
+        double d = gd_max_abs_diff(bout + (size_t)i * E, batch + (size_t)(i % n) * E, (size_t)E);
         if (d > worst) worst = d;
     }
     fprintf(stderr, "[cuda] images batch of %d vs batch of %d: max diff %.3g\n", big, n, worst);
@@ -346,14 +269,14 @@ Test(cuda, vitb32_batch_invariance, .timeout = 600) {
     for (int i = 0; i < 7; i++) {
         cr_assert_eq(clip_encode_texts(m, b + i * 77, 1, 77, NULL, alone, &e), CLIP_OK, "%s",
                      e.msg);
-        double d = max_abs_diff(alone, tb + (size_t)i * E, (size_t)E);
+        double d = gd_max_abs_diff(alone, tb + (size_t)i * E, (size_t)E);
         if (d > worst) worst = d;
         cr_expect(d <= BATCH_TOL, "text %d: alone vs in a batch of 7 differ by %.3g", pick[i], d);
     }
     /* padding to 77 or not changes nothing: the pooled token only sees its prefix */
     int len0 = clip_text_pool_index(m, ids, 77) + 1;
     cr_assert_eq(clip_encode_texts(m, ids, 1, len0, NULL, alone, &e), CLIP_OK, "%s", e.msg);
-    double dp = max_abs_diff(alone, tb, (size_t)E);
+    double dp = gd_max_abs_diff(alone, tb, (size_t)E);
     fprintf(stderr, "[cuda] texts alone vs batch of 7: max diff %.3g; unpadded vs padded %.3g\n",
             worst, dp);
     cr_expect(dp <= BATCH_TOL, "unpadded vs padded text: %.3g", dp);
@@ -455,7 +378,7 @@ Test(cuda, threads_share_a_model, .timeout = 300) {
         cr_expect_eq(jobs[t].st, CLIP_OK, "thread %d: %s", t, jobs[t].msg);
         cr_expect_eq(memcmp(jobs[t].out, ref, sizeof(float) * (size_t)n * E), 0,
                      "thread %d: result differs from the single-thread one (max %.3g)", t,
-                     max_abs_diff(jobs[t].out, ref, (size_t)n * E));
+                     gd_max_abs_diff(jobs[t].out, ref, (size_t)n * E));
         free(jobs[t].out);
     }
     fprintf(stderr, "[cuda] %d threads x 3 calls on one model: identical results\n", NJ);

@@ -7,6 +7,7 @@
 #include "clip.h"
 #include "json.h"
 #include "model_internal.h"
+#include "golden_data.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -25,88 +26,10 @@ static void tiny_dir(char *out, size_t cap) { tu_shared_path(out, cap, "golden/m
 
 /* The golden 77-token input_ids of every text of tokenizer/texts.jsonl, as int32 [n, 77]. */
 static int32_t *golden_input_ids(int *n_out) {
-    char path[4096];
-    tu_shared_path(path, sizeof path, "golden/tokenizer/texts.jsonl");
-    char *data;
-    size_t len;
+    int32_t *ids = NULL;
     clip_error e = {0};
-    cr_assert_eq(clip_read_file(path, 0, &data, &len, &e), CLIP_OK, "%s", e.msg);
-    int cap = 512, n = 0;
-    int32_t *ids = malloc(sizeof(int32_t) * 77 * (size_t)cap);
-    cr_assert_not_null(ids);
-    char *line = data;
-    while (line < data + len) {
-        char *nl = memchr(line, '\n', (size_t)(data + len - line));
-        size_t ll = nl ? (size_t)(nl - line) : (size_t)(data + len - line);
-        if (ll > 0) {
-            json_doc *doc;
-            cr_assert_eq(json_parse(line, ll, "texts.jsonl", 0, &doc, &e), CLIP_OK, "%s", e.msg);
-            const json_value *a = json_get(json_doc_root(doc), "input_ids");
-            cr_assert(a && a->type == JSON_ARRAY && a->u.arr.n == 77);
-            cr_assert(n < cap);
-            for (int k = 0; k < 77; k++) ids[n * 77 + k] = (int32_t)a->u.arr.items[k].u.num.d;
-            json_doc_free(doc);
-            n++;
-        }
-        line += ll + 1;
-    }
-    free(data);
-    *n_out = n;
+    cr_assert_eq(gd_input_ids(tu_shared_or_skip(), &ids, n_out, &e), CLIP_OK, "%s", e.msg);
     return ids;
-}
-
-/* The names of the vitb32 golden images, in embeddings order (order.json). */
-static char **golden_image_names(int *n_out) {
-    char path[4096];
-    tu_shared_path(path, sizeof path, "golden/embeddings/vitb32-synth/order.json");
-    json_doc *doc;
-    clip_error e = {0};
-    cr_assert_eq(json_parse_file(path, 0, 0, &doc, &e), CLIP_OK, "%s", e.msg);
-    const json_value *a = json_get(json_doc_root(doc), "images");
-    cr_assert(a && a->type == JSON_ARRAY);
-    char **names = calloc(a->u.arr.n, sizeof *names);
-    for (size_t i = 0; i < a->u.arr.n; i++) names[i] = strdup(a->u.arr.items[i].u.str.s);
-    *n_out = (int)a->u.arr.n;
-    json_doc_free(doc);
-    return names;
-}
-
-/* max |ours - ref| over an [n, d] array against a float64 golden. */
-static double max_err_f64(const float *ours, const npy_array *ref, size_t count) {
-    cr_assert_eq(ref->dtype, NPY_F64);
-    cr_assert_eq(ref->count, count);
-    const double *r = ref->data;
-    double mx = 0;
-    for (size_t i = 0; i < count; i++) {
-        double d = fabs((double)ours[i] - r[i]);
-        if (!(d <= mx)) mx = d; /* NaN propagates as a failure */
-    }
-    return mx;
-}
-
-/* PyTorch's own fp32 error on an array: max |golden_f32 - golden_f64|. */
-static double torch_err(const char *dir, const char *name) {
-    char p32[4096], p64[4096];
-    snprintf(p32, sizeof p32, "%s/%s.npy", dir, name);
-    snprintf(p64, sizeof p64, "%s/%s_f64.npy", dir, name);
-    npy_array a, b;
-    tu_load_npy(p32, &a);
-    tu_load_npy(p64, &b);
-    cr_assert_eq(a.count, b.count);
-    double mx = 0;
-    for (size_t i = 0; i < a.count; i++) {
-        double d = fabs((double)((float *)a.data)[i] - ((double *)b.data)[i]);
-        if (d > mx) mx = d;
-    }
-    npy_free(&a);
-    npy_free(&b);
-    return mx;
-}
-
-/* The issue's acceptance rule: max(2 x PyTorch-fp32's own max error on that array, 1e-6). */
-static double tolerance_for(const char *dir, const char *name) {
-    double t = 2.0 * torch_err(dir, name);
-    return t > 1e-6 ? t : 1e-6;
 }
 
 static void check_array(const char *gdir, const char *name, const float *ours, size_t count) {
@@ -114,12 +37,12 @@ static void check_array(const char *gdir, const char *name, const float *ours, s
     snprintf(path, sizeof path, "%s/%s_f64.npy", gdir, name);
     npy_array ref;
     tu_load_npy(path, &ref);
-    double err = max_err_f64(ours, &ref, count);
-    double tol = tolerance_for(gdir, name);
-    cr_log_info("%s/%s: max |C - fp64| = %.3g (PyTorch fp32: %.3g, tolerance %.3g)", gdir, name,
-                err, torch_err(gdir, name), tol);
+    cr_assert(ref.dtype == NPY_F64 && ref.count == count, "%s: unexpected golden array", path);
+    double err = gd_max_err_f64(ours, ref.data, count), torch = 0, tol = 0;
+    clip_error e = {0};
+    cr_assert_eq(gd_torch_err(gdir, name, &torch, &tol, &e), CLIP_OK, "%s", e.msg);
     fprintf(stderr, "[golden] %s %s: max err %.3g, torch fp32 %.3g, tolerance %.3g\n",
-            strrchr(gdir, '/') + 1, name, err, torch_err(gdir, name), tol);
+            strrchr(gdir, '/') + 1, name, err, torch, tol);
     cr_expect(err <= tol, "%s: max error %.3g above tolerance %.3g", name, err, tol);
     npy_free(&ref);
 }
@@ -256,23 +179,9 @@ Test(golden, tiny_texts) {
 }
 
 static float *vitb32_pixels(int *n_out) {
-    int n;
-    char **names = golden_image_names(&n);
-    size_t per = 3 * 224 * 224;
-    float *px = malloc(sizeof(float) * per * (size_t)n);
-    for (int i = 0; i < n; i++) {
-        char rel[512], path[4096];
-        snprintf(rel, sizeof rel, "golden/images/%s.pixel_values.npy", names[i]);
-        tu_shared_path(path, sizeof path, rel);
-        npy_array a;
-        tu_load_npy(path, &a);
-        cr_assert_eq(a.count, per, "%s: unexpected size", path);
-        memcpy(px + per * i, a.data, sizeof(float) * per);
-        npy_free(&a);
-        free(names[i]);
-    }
-    free(names);
-    *n_out = n;
+    float *px = NULL;
+    clip_error e = {0};
+    cr_assert_eq(gd_vitb32_pixels(tu_shared_or_skip(), &px, n_out, &e), CLIP_OK, "%s", e.msg);
     return px;
 }
 
@@ -537,15 +446,6 @@ Test(debug, vitb32_text, .timeout = 300) {
 
 /* ------------------------------------------------------------------ batch invariance */
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
-    double mx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= mx)) mx = d;
-    }
-    return mx;
-}
-
 Test(batch, vitb32_images_alone_vs_batch_of_7, .timeout = 300) {
     char dir[4096];
     tu_synth_dir(dir, sizeof dir, "vitb32-synth");
@@ -560,7 +460,7 @@ Test(batch, vitb32_images_alone_vs_batch_of_7, .timeout = 300) {
     cr_assert_eq(clip_encode_images(m, px, 7, NULL, batch, &e), CLIP_OK, "%s", e.msg);
     for (int i = 0; i < 7; i++) {
         cr_assert_eq(clip_encode_images(m, px + per * i, 1, NULL, alone, &e), CLIP_OK);
-        double d = max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
+        double d = gd_max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
         cr_expect(d <= 1e-6, "image %d: alone vs in a batch of 7 differ by %.3g", i, d);
     }
     free(px);
@@ -583,13 +483,13 @@ Test(batch, vitb32_texts_alone_vs_batch_of_7, .timeout = 300) {
     cr_assert_eq(clip_encode_texts(m, b, 7, 77, NULL, batch, &e), CLIP_OK, "%s", e.msg);
     for (int i = 0; i < 7; i++) {
         cr_assert_eq(clip_encode_texts(m, b + i * 77, 1, 77, NULL, alone, &e), CLIP_OK);
-        double d = max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
+        double d = gd_max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
         cr_expect(d <= 1e-6, "text %d: alone vs in a batch of 7 differ by %.3g", pick[i], d);
     }
     /* Padding to 77 or not changes nothing: the pooled token only sees its prefix. */
     int len0 = clip_text_pool_index(m, ids, 77) + 1;
     cr_assert_eq(clip_encode_texts(m, ids, 1, len0, NULL, alone, &e), CLIP_OK);
-    cr_expect(max_abs_diff(alone, batch, (size_t)E) <= 1e-6);
+    cr_expect(gd_max_abs_diff(alone, batch, (size_t)E) <= 1e-6);
     free(ids);
     clip_model_free(m);
 }

@@ -59,8 +59,6 @@ double clip_now(void);
  * "0.5", "1e-05", "1e+16", "nan", "inf". buf needs 32 bytes. Returns the length. */
 int clip_format_double_repr(double v, char *buf);
 
-#endif
-
 /* A growable byte buffer (always NUL-terminated when data != NULL). */
 typedef struct clip_buf {
     char *data;
@@ -73,3 +71,5 @@ int clip_buf_puts(clip_buf *b, const char *s);
 int clip_buf_putc(clip_buf *b, char c);
 int clip_buf_printf(clip_buf *b, const char *fmt, ...) CLIP_PRINTF(2, 3);
 void clip_buf_free(clip_buf *b);
+
+#endif

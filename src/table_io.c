@@ -6,38 +6,44 @@
  *   - jsonl (DataFlow-MM's reader): Python text mode splits lines at \n, \r\n and \r; each line
  *     is str.strip()'d (Unicode whitespace), blank lines are skipped, json.loads parses the rest
  *     and a line that fails is skipped with a warning. pd.DataFrame(records) then infers each
- *     column's dtype with lib.maybe_convert_objects (col_update_py / col_finalize_py): ints ->
- *     int64 (uint64 above 2**63-1, object when mixed with negatives or beyond 64 bits), ints
- *     with None/NaN/missing -> float64, bool -> bool (object with anything else), strings, lists
- *     and dicts -> object. The subtle order rule (an int after a None is not range-checked) is
- *     kept.
+ *     column's dtype with lib.maybe_convert_objects (seen_update, seen_dtype): ints -> int64
+ *     (uint64 above 2**63-1, object when mixed with negatives or beyond 64 bits), ints with
+ *     None/NaN/missing -> float64, bool -> bool (object with anything else), strings, lists and
+ *     dicts -> object. Its order rule (an int after a None is not range-checked) is kept.
  *   - json (pd.read_json): pandas' ujson decoder (NaN -> None, its fast and imprecise float
- *     decoding, its int overflow rules: ujson_number), the same DataFrame inference, then
+ *     decoding, its integer overflow rules: ujson_number), the same DataFrame inference, then
  *     _try_convert_data: object columns whose every value float() accepts become float64, and
  *     float64 columns whose values are all integral become int64 (strings "5" become 5).
  *   - csv (pd.read_csv, C engine): the tokenizer state machine (quotes, "" escapes, \r, \n,
  *     \r\n, blank and whitespace-only lines, the BOM, NUL-terminated words), the default NA
- *     strings, and the int64 -> uint64 -> float64 -> bool -> object cascade with pandas' own
- *     integer and float parsers (precise_xstrtod), including which failures fall back to object
- *     without the NA filter.
+ *     strings, column name mangling, and the int64 -> uint64 -> float64 -> bool -> object
+ *     cascade with pandas' own integer and float parsers (precise_xstrtod), including the
+ *     failures that fall back to object without the NA filter.
+ *   - iterrows(): without object or bool columns a row is one numeric array, so ints print as
+ *     floats once a float64 column exists (schema_finalize, row_float).
  *  Writers (pandas_compat, or a format change)
  *   - to_json: ujson with double_precision=10 (table_format_double_ujson), NaN/inf -> null,
- *     strings escaped with "\/" and non-ASCII raw, keys without spaces, indent=2 layout for json,
- *     "\n" after every jsonl record.
+ *     strings escaped with "\/" and non-ASCII raw, keys without spaces, the indent=2 layout for
+ *     json, "\n" after every jsonl record.
  *   - to_csv: Python's csv module, QUOTE_MINIMAL with "\n" line terminator (',', '"' and '\n'
  *     force quotes, '\r' does not; a lone empty field is written ""), floats as repr, NaN/None
  *     empty, lists/dicts as Python repr.
  *
- *  Knowingly not reproduced (all documented in the report; none affects the golden sets):
- *   - read_json's date conversion of columns named like dates (date, *_at, *_time, ...);
- *   - pandas' chunked CSV inference (low_memory: a column whose type changes after row 262144
- *     of a narrow table is inferred per chunk by pandas, over the whole file here);
+ *  Knowingly not reproduced:
+ *   - input pandas or DataFlow refuses as a whole (a later CSV record with too many fields, an
+ *     unterminated quote, an integer ujson cannot hold, invalid UTF-8, nesting past Python's
+ *     recursion limit, a non-object JSONL line or array element): here one invalid row each;
  *   - pandas' implicit index when the first CSV data row has one field more than the header
- *     (here: an invalid row), and lone surrogate escapes (here U+FFFD, pandas would fail or drop);
- *   - the iterrows() upcast is applied only for all-numeric tables (where DataFlow would crash on
- *     the non-string image path anyway);
- *   - Python's isprintable() for characters assigned after Unicode 15.0 (Python 3.11 knows 14.0;
- *     the 15.0 additions are listed below, later ones come from utf8proc as printable).
+ *     (here an invalid row), and its tokenizer backtracking to the previous '\n' when a line
+ *     that follows a bare '\r' starts with a space or tab (it re-reads earlier lines: one
+ *     9-line test file came back as 131075 rows);
+ *   - chunked CSV inference (low_memory: pandas infers per 2**18-row chunk of a narrow table;
+ *     here over the whole file) and read_json's date conversion of date-named columns;
+ *   - ujson's leniency (raw control characters in strings, leading zeros: here invalid JSON)
+ *     and lone surrogate escapes (here U+FFFD);
+ *   - Python's isprintable() for characters assigned after Unicode 15.0 (Python 3.11 knows
+ *     14.0; the 15.0 additions are listed below, later ones count as printable via utf8proc).
+ *  The verbatim writer drops blank lines and invalid rows; everything else is copied.
  */
 #include "table_io.h"
 
@@ -222,7 +228,7 @@ int table_format_double_ujson(double v, char *buf) {
         neg = 1;
         v = -v;
     }
-    if (v > thres_max || (v != 0.0 && v < thres_min))
+    if (!(v <= thres_max) || (v != 0.0 && v < thres_min)) /* NaN too: no cast of a NaN below */
         return snprintf(buf, 64, "%.10g", neg ? -v : v);
     unsigned long long whole = (unsigned long long)v;
     double tmp = (v - (double)whole) * pow10;
@@ -275,12 +281,18 @@ static int py_float_from_str(const char *s, size_t len, double *out) {
     py_strip(s, &b, &e);
     if (b == e) return 0;
     char small[128];
+    /* Out of memory on a numeric string this long reads as "not a number": the column stays
+     * object, which is also what a failed conversion leaves in pandas. */
     char *a = e - b < sizeof small ? small : malloc(e - b + 1);
     if (!a) return 0;
     size_t n = 0;
     for (size_t i = b; i < e;) { /* to ASCII: digits mapped, anything else non-ASCII rejected */
         unsigned cp;
         int k = json_utf8_decode((const unsigned char *)s + i, e - i, &cp);
+        if (cp == 0) { /* a NUL would end the C string early; float() rejects it */
+            if (a != small) free(a);
+            return 0;
+        }
         if (cp < 0x80) {
             a[n++] = (char)cp;
         } else {
@@ -382,7 +394,8 @@ static double pd_precise_xstrtod(const char *str, const char **endptr, int *erro
     const int max_digits = 17;
     const char *p = str;
     double number = 0.;
-    int exponent = 0, num_digits = 0, num_decimals = 0, negative = 0;
+    long long exponent = 0; /* pandas' int could overflow on absurd exponents; this cannot */
+    int num_digits = 0, num_decimals = 0, negative = 0;
     while (isspace_ascii((unsigned char)*p)) p++;
     if (*p == '-' || *p == '+') negative = *p++ == '-';
     while (isdigit_ascii((unsigned char)*p)) {
@@ -413,7 +426,8 @@ static double pd_precise_xstrtod(const char *str, const char **endptr, int *erro
     }
     if (negative) number = -number;
     if (*p == 'e' || *p == 'E') {
-        int eneg = 0, n = 0, nd = 0;
+        int eneg = 0, nd = 0;
+        long long n = 0; /* at most 17 digits */
         ++p;
         if (*p == '-' || *p == '+') eneg = *p++ == '-';
         while (nd < max_digits && isdigit_ascii((unsigned char)*p)) {
@@ -657,6 +671,7 @@ typedef struct src {
     /* CSV */
     csv_field *fields;
     size_t nfields, fcap, fkeep; /* fields stored only up to fkeep (more fields = invalid) */
+    size_t fstop;                /* this record's limit: fkeep, lowered once it is too long */
     clip_buf vals;
     int unterminated; /* EOF inside a quoted field */
     int bom;
@@ -756,8 +771,32 @@ static void rec_reset(src *s) {
     s->too_long = 0;
     s->term[0] = '\0';
     s->nfields = 0;
+    s->fstop = s->fkeep;
     s->vals.len = 0;
     s->unterminated = 0;
+}
+
+/* The length of the run of buffered bytes from pos that holds none of stop[0..nstop): the
+ * tokenizers copy such runs in one go instead of byte by byte. Never crosses a line break
+ * unless one is listed, so src_take keeps counting lines. */
+static size_t src_run(const src *s, const char *stop, int nstop) {
+    size_t i = s->pos;
+    while (i < s->len) {
+        char c = s->buf[i];
+        int hit = 0;
+        for (int k = 0; k < nstop && !hit; k++) hit = c == stop[k];
+        if (hit) break;
+        i++;
+    }
+    return i - s->pos;
+}
+
+/* Consumes n ordinary bytes from the buffer into the record. */
+static clip_status src_copy_run(src *s, size_t n, clip_error *err) {
+    clip_status st = raw_put(s, s->buf + s->pos, n, err);
+    s->pos += n;
+    s->any += n;
+    return st;
 }
 
 /* ------------------------------------------------------------------ JSONL lines */
@@ -928,6 +967,9 @@ static clip_status json_next_elem(src *s, int *got, clip_error *err) {
         if ((st = raw_put(s, &ch, 1, err)) || (st = src_take(s, c, err))) return st;
         started = 1;
         if (done) break;
+        size_t run = in_str ? (esc ? 0 : src_run(s, "\"\\\n\r", 4))
+                            : src_run(s, "\"{}[], \t\n\r", 11);
+        if (run && (st = src_copy_run(s, run, err))) return st;
     }
     s->jstate = JS_AFTER;
     *got = 1;
@@ -948,7 +990,8 @@ enum {
 };
 
 static clip_status csv_begin_field(src *s, clip_error *err) {
-    if (s->nfields < s->fkeep) {
+    if (s->too_long && s->fstop > s->nfields) s->fstop = s->nfields; /* invalid: count only */
+    if (s->nfields < s->fstop) {
         if (s->nfields == s->fcap) {
             size_t ncap = s->fcap ? s->fcap * 2 : 16;
             csv_field *nf = realloc(s->fields, ncap * sizeof *nf);
@@ -967,7 +1010,7 @@ static clip_status csv_begin_field(src *s, clip_error *err) {
 /* Closes the current field; its value is NUL-terminated in vals (pandas' words are C strings,
  * so a NUL inside a field also ends its value there). */
 static clip_status csv_end_field(src *s, clip_error *err) {
-    if (s->nfields < s->fkeep) {
+    if (s->nfields < s->fstop) {
         csv_field *f = &s->fields[s->nfields];
         f->raw_end = s->raw.len;
         if (!clip_buf_putc(&s->vals, '\0'))
@@ -979,10 +1022,19 @@ static clip_status csv_end_field(src *s, clip_error *err) {
 }
 
 static clip_status csv_val(src *s, int c, clip_error *err) {
-    if (s->nfields >= s->fkeep || s->too_long) return CLIP_OK;
+    if (s->nfields >= s->fstop || s->too_long) return CLIP_OK;
     if (!clip_buf_putc(&s->vals, (char)c))
         return clip_fail(err, CLIP_ERR_NOMEM, "%s: out of memory", s->path);
     return CLIP_OK;
+}
+
+/* Copies the run of field bytes up to the next byte in stop into the record and the value. */
+static clip_status csv_copy_run(src *s, const char *stop, clip_error *err) {
+    size_t n = src_run(s, stop, 3);
+    if (!n) return CLIP_OK;
+    if (s->nfields < s->fstop && !s->too_long && !clip_buf_append(&s->vals, s->buf + s->pos, n))
+        return clip_fail(err, CLIP_ERR_NOMEM, "%s: out of memory", s->path);
+    return src_copy_run(s, n, err);
 }
 
 /* Reads one CSV record with the pandas C tokenizer's rules for read_csv's defaults (',' and '"',
@@ -1035,7 +1087,7 @@ static clip_status csv_next_record(src *s, int *got, clip_error *err) {
             } else {
                 /* Not blank after all: pandas backtracks, so the spaces open the first field. */
                 if ((st = csv_begin_field(s, err))) return st;
-                if (s->nfields < s->fkeep) {
+                if (s->nfields < s->fstop) {
                     s->fields[0].raw_start = 0;
                     for (size_t i = 0; i < s->raw.len; i++)
                         if ((st = csv_val(s, s->raw.data[i], err))) return st;
@@ -1062,7 +1114,7 @@ static clip_status csv_next_record(src *s, int *got, clip_error *err) {
             if (c == '"') {
                 state = CS_IN_QUOTED;
             } else if (c != ',') {
-                if ((st = csv_val(s, c, err))) return st;
+                if ((st = csv_val(s, c, err)) || (st = csv_copy_run(s, ",\n\r", err))) return st;
                 state = CS_IN_FIELD;
             }
             continue;
@@ -1081,7 +1133,7 @@ static clip_status csv_next_record(src *s, int *got, clip_error *err) {
                 state = CS_IN_QUOTED;
             } else {
                 /* Text after a closing quote, or a quote inside an unquoted field: literal. */
-                if ((st = csv_val(s, c, err))) return st;
+                if ((st = csv_val(s, c, err)) || (st = csv_copy_run(s, ",\n\r", err))) return st;
                 state = CS_IN_FIELD;
             }
             continue;
@@ -1096,7 +1148,7 @@ static clip_status csv_next_record(src *s, int *got, clip_error *err) {
             if ((st = raw_put(s, &ch, 1, err)) || (st = src_take(s, c, err))) return st;
             if (c == '"') {
                 state = CS_QUOTE_IN_QUOTED;
-            } else if ((st = csv_val(s, c, err))) {
+            } else if ((st = csv_val(s, c, err)) || (st = csv_copy_run(s, "\"\n\r", err))) {
                 return st;
             }
             continue;
@@ -1405,9 +1457,10 @@ static clip_status rowmap_build(rowmap *m, table_schema *s, const json_value *ro
     return CLIP_OK;
 }
 
-/* Rewrites json.c's "what: invalid JSON at line L, column C: msg" for a row. */
+/* Rewrites json.c's "what: invalid JSON at line L, column C: msg" for a row whose JSON text
+ * starts `skipped` bytes into the line (JSONL lines are stripped first). */
 static clip_status row_json_error(const src *s, clip_status code, const char *jmsg,
-                                  clip_error *err) {
+                                  size_t skipped, clip_error *err) {
     const char *p = strstr(jmsg, "invalid JSON at line ");
     size_t l = 1, c = 1;
     int off = 0;
@@ -1416,7 +1469,7 @@ static clip_status row_json_error(const src *s, clip_status code, const char *jm
         msg = p + off;
     if (s->fmt == TABLE_JSONL)
         return clip_fail(err, code, "%s: line %zu: invalid JSON at column %zu: %s", s->path,
-                         s->rec_line, c, msg);
+                         s->rec_line, c + skipped, msg);
     return clip_fail(err, code, "%s: element %zu (line %zu): invalid JSON at line %zu, column %zu: %s",
                      s->path, s->rec_no, s->rec_line, s->rec_line + l - 1, c, msg);
 }
@@ -1478,16 +1531,17 @@ static clip_status parse_json_row(const src *s, json_doc **doc, size_t *off, int
     }
     clip_error jerr = {0};
     clip_status st = json_parse(text + b, e - b, "row", s->max_depth, doc, &jerr);
-    if (st) return row_json_error(s, st == CLIP_ERR_NOMEM ? st : st == CLIP_ERR_LIMIT ? st : CLIP_ERR_FORMAT,
-                                  jerr.msg, err);
+    if (st == CLIP_ERR_NOMEM)
+        return clip_fail(err, st, "%s: out of memory", row_where(s, where, sizeof where));
+    if (st) return row_json_error(s, st == CLIP_ERR_LIMIT ? st : CLIP_ERR_FORMAT, jerr.msg, b, err);
     const json_value *root = json_doc_root(*doc);
     if (root->type != JSON_OBJECT) {
+        json_type t = root->type;
         json_doc_free(*doc);
         *doc = NULL;
         return clip_fail(err, CLIP_ERR_FORMAT, "%s: not a JSON object (a record) but %s %s",
-                         row_where(s, where, sizeof where),
-                         root->type == JSON_ARRAY || root->type == JSON_OBJECT ? "an" : "a",
-                         json_type_name(root->type));
+                         row_where(s, where, sizeof where), t == JSON_ARRAY ? "an" : "a",
+                         json_type_name(t));
     }
     if (s->fmt == TABLE_JSON) {
         const char *m = ujson_check(root, text + b);
@@ -2195,8 +2249,8 @@ static void json_held(const column *c, const json_value *v, const char *text, in
     if (c->coerced) { /* read_json made the column float64 or int64: every cell converts */
         double f = NAN;
         py_to_float(v, text, &f);
-        if (c->dtype == TD_INT64) {
-            held_i64(h, (int64_t)f);
+        if (c->dtype == TD_INT64) { /* integral by the scan; 0 only if the file changed since */
+            held_i64(h, integral_int64(f) ? (int64_t)f : 0);
             return;
         }
         if (v->type == JSON_NUMBER) py_number_value(v, text, ujson, &none);

@@ -128,7 +128,8 @@ typedef struct table_writer table_writer;
  * member `,"KEY":VALUE` after the last member; JSON: the same with the element's own member
  * separator and indentation, and the bytes around the elements kept; CSV: `,KEY` on the header
  * and `,VALUE` on each record, padded for short records). An existing KEY has its value(s)
- * replaced in place. Scores are written as Python repr. Otherwise (pandas_compat, or another
+ * replaced in place. Scores are written as Python repr. Blank lines and the invalid rows the
+ * caller skips are not copied; line endings are kept. Otherwise (pandas_compat, or another
  * output format) the table is written as pandas 1.5.3 would: jsonl to_json(orient="records",
  * lines=True, force_ascii=False); json the same with indent=2; csv to_csv(index=False). */
 clip_status table_writer_open(const char *path, const table_write_options *o,
@@ -144,8 +145,8 @@ void table_writer_abort(table_writer *w); /* removes the temp file, frees w */
 /* ------------------------------------------------------------------ number formats */
 
 /* pandas' ujson writer with double_precision=10 (to_json's default): at most 10 decimals with
- * its own rounding, trailing zeros trimmed, "%.10g" outside [1e-15, 1e16). v must be finite
- * (pandas writes NaN/inf as null). buf needs 64 bytes; returns the length. */
+ * its own rounding, trailing zeros trimmed, "%.10g" when |v| > 1e16 or 0 < |v| < 1e-15. v must
+ * be finite (pandas writes NaN/inf as null). buf needs 64 bytes; returns the length. */
 int table_format_double_ujson(double v, char *buf);
 
 #endif

@@ -395,19 +395,19 @@ static const char nested_csv[] = "id,caption,clip_score\n"
 #define NESTED_ROWS 4
 #define NESTED_COLS 2
 
-/* jsonl dtypes: int64, float64 (an int with a missing key), bool, object (None vs missing NaN) */
-static const char dtj_in[] = "{\"n\":5,\"f\":1,\"b\":true,\"o\":1,\"s\":\"x\"}\n"
-    "{\"n\":6,\"b\":false,\"o\":\"y\",\"s\":null}\n"
-    "{\"n\":7,\"f\":2.5,\"b\":true,\"o\":2.5}\n";
+/* jsonl dtypes: int64, float64 (ints and a float, a missing key), bool, object (None vs missing NaN), ints with a missing key or a null: float64 */
+static const char dtj_in[] = "{\"n\":5,\"f\":1,\"b\":true,\"o\":1,\"s\":\"x\",\"m\":5,\"z\":1}\n"
+    "{\"n\":6,\"b\":false,\"o\":\"y\",\"s\":null,\"z\":null}\n"
+    "{\"n\":7,\"f\":2.5,\"b\":true,\"o\":2.5,\"m\":7,\"z\":3}\n";
 static const char *const dtj_texts[] = {
-    "5", "1.0", "True", "1", "x",
-    "6", "nan", "False", "y", "None",
-    "7", "2.5", "True", "2.5", "nan",
+    "5", "1.0", "True", "1", "x", "5.0", "1.0",
+    "6", "nan", "False", "y", "None", "nan", "nan",
+    "7", "2.5", "True", "2.5", "nan", "7.0", "3.0",
 };
-static const char *const dtj_dtypes[] = {"int64", "float64", "bool", "object", "object"};
-static const char dtj_jsonl[] = "{\"n\":5,\"f\":1.0,\"b\":true,\"o\":1,\"s\":\"x\",\"clip_score\":0.5}\n"
-    "{\"n\":6,\"f\":null,\"b\":false,\"o\":\"y\",\"s\":null,\"clip_score\":0.25}\n"
-    "{\"n\":7,\"f\":2.5,\"b\":true,\"o\":2.5,\"s\":null,\"clip_score\":0.1666666667}\n";
+static const char *const dtj_dtypes[] = {"int64", "float64", "bool", "object", "object", "float64", "float64"};
+static const char dtj_jsonl[] = "{\"n\":5,\"f\":1.0,\"b\":true,\"o\":1,\"s\":\"x\",\"m\":5.0,\"z\":1.0,\"clip_score\":0.5}\n"
+    "{\"n\":6,\"f\":null,\"b\":false,\"o\":\"y\",\"s\":null,\"m\":null,\"z\":null,\"clip_score\":0.25}\n"
+    "{\"n\":7,\"f\":2.5,\"b\":true,\"o\":2.5,\"s\":null,\"m\":7.0,\"z\":3.0,\"clip_score\":0.1666666667}\n";
 static const char dtj_json[] = "[\n"
     "  {\n"
     "    \"n\":5,\n"
@@ -415,6 +415,8 @@ static const char dtj_json[] = "[\n"
     "    \"b\":true,\n"
     "    \"o\":1,\n"
     "    \"s\":\"x\",\n"
+    "    \"m\":5.0,\n"
+    "    \"z\":1.0,\n"
     "    \"clip_score\":0.5\n"
     "  },\n"
     "  {\n"
@@ -423,6 +425,8 @@ static const char dtj_json[] = "[\n"
     "    \"b\":false,\n"
     "    \"o\":\"y\",\n"
     "    \"s\":null,\n"
+    "    \"m\":null,\n"
+    "    \"z\":null,\n"
     "    \"clip_score\":0.25\n"
     "  },\n"
     "  {\n"
@@ -431,15 +435,17 @@ static const char dtj_json[] = "[\n"
     "    \"b\":true,\n"
     "    \"o\":2.5,\n"
     "    \"s\":null,\n"
+    "    \"m\":7.0,\n"
+    "    \"z\":3.0,\n"
     "    \"clip_score\":0.1666666667\n"
     "  }\n"
     "]";
-static const char dtj_csv[] = "n,f,b,o,s,clip_score\n"
-    "5,1.0,True,1,x,0.5\n"
-    "6,,False,y,,0.25\n"
-    "7,2.5,True,2.5,,0.16666666666666666\n";
+static const char dtj_csv[] = "n,f,b,o,s,m,z,clip_score\n"
+    "5,1.0,True,1,x,5.0,1.0,0.5\n"
+    "6,,False,y,,,,0.25\n"
+    "7,2.5,True,2.5,,7.0,3.0,0.16666666666666666\n";
 #define DTJ_ROWS 3
-#define DTJ_COLS 5
+#define DTJ_COLS 7
 
 /* csv dtypes: ints with an empty cell (float64), int64, float64, bool words, NA strings only, uint64 */
 static const char dtc_in[] = "image,caption,n,f,b,na,big\n"
@@ -541,8 +547,7 @@ static const char csq_in[] = "image,\"cap,tion\"\r\n"
     "there\"\r\n"
     "b.png,plain\r\n";
 static const char *const csq_texts[] = {
-    "a.png", "say \"hi\"\n"
-        "there",
+    "a.png", "say \"hi\"\nthere",
     "b.png", "plain",
 };
 static const char *const csq_dtypes[] = {"object", "object"};
@@ -785,8 +790,21 @@ Test(table, cross_format_default_mode) {
     assert_file(out, dtc_jsonl);
     path = tpath("x2.jsonl", dtj_in);
     out = tpath("x2.csv", NULL);
-    run(path, TABLE_JSONL, NULL, 5, out, TABLE_CSV, 0, five_scores, 3);
+    run(path, TABLE_JSONL, NULL, 7, out, TABLE_CSV, 0, five_scores, 3);
     assert_file(out, dtj_csv);
+}
+
+/* Tables without rows: pandas still writes the header, "[\n\n]" and a lone newline. */
+Test(table, empty_tables) {
+    const char *p = tpath("h.csv", "a,b\n"), *out = tpath("h.out.csv", NULL);
+    run(p, TABLE_CSV, NULL, 2, out, TABLE_CSV, 0, five_scores, 0);
+    assert_file(out, "a,b,clip_score\n");
+    run_pandas_all(p, TABLE_CSV, five_scores, 0, 2, "\n", "[\n\n]", "a,b,clip_score\n");
+    p = tpath("e.json", "[ ]\n");
+    out = tpath("e.out.json", NULL);
+    run(p, TABLE_JSON, NULL, 0, out, TABLE_JSON, 0, five_scores, 0);
+    assert_file(out, "[ ]\n");
+    run_pandas_all(p, TABLE_JSON, five_scores, 0, 0, "\n", "[\n\n]", "clip_score\n");
 }
 
 /* ------------------------------------------------------------------ error paths */

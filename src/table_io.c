@@ -2482,6 +2482,14 @@ static void py_repr_float(clip_buf *b, double d) {
     clip_buf_append(b, tmp, (size_t)n);
 }
 
+/* A number nested in a list/dict as Python holds it: no column dtype applies (object). */
+static void number_held(const json_value *v, const char *text, int ujson, held *h) {
+    column c = {0};
+    c.dtype = TD_OBJECT;
+    memset(h, 0, sizeof *h);
+    json_held(&c, v, text, ujson, h);
+}
+
 /* repr() of a nested JSON value as the Python object json.loads (or ujson) made of it. */
 static clip_status py_repr_json(clip_buf *b, const json_value *v, const char *text, int ujson,
                                 clip_error *err) {
@@ -2493,10 +2501,7 @@ static clip_status py_repr_json(clip_buf *b, const json_value *v, const char *te
     case JSON_STRING: py_repr_str(b, v->u.str.s, v->u.str.len); break;
     case JSON_NUMBER: {
         held h;
-        column c = {0};
-        c.dtype = TD_OBJECT;
-        memset(&h, 0, sizeof h);
-        json_held(&c, v, text, ujson, &h);
+        number_held(v, text, ujson, &h);
         if (h.k == H_INT)
             clip_buf_append(b, h.s, h.n);
         else if (h.k == H_FLOAT)
@@ -2606,10 +2611,7 @@ static clip_status ujson_json(clip_buf *b, const json_value *v, const char *text
     case JSON_STRING: json_write_string(b, v->u.str.s, v->u.str.len, 1); break;
     case JSON_NUMBER: {
         held h;
-        column c = {0};
-        c.dtype = TD_OBJECT;
-        memset(&h, 0, sizeof h);
-        json_held(&c, v, text, ujson, &h);
+        number_held(v, text, ujson, &h);
         if (h.k == H_INT)
             clip_buf_append(b, h.s, h.n);
         else if (h.k == H_FLOAT)

@@ -11,7 +11,6 @@
 #include "clip.h"
 #include "json.h"
 #include "model_internal.h"
-#include "golden_data.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -55,37 +54,6 @@ static clip_model *load_on(const char *dir, clip_device dev) {
 
 static void tiny_dir(char *out, size_t cap) { tu_shared_path(out, cap, "golden/models/tiny-synth"); }
 
-static int32_t *golden_input_ids(int *n_out) {
-    int32_t *ids = NULL;
-    clip_error e = {0};
-    cr_assert_eq(gd_input_ids(tu_shared_or_skip(), &ids, n_out, &e), CLIP_OK, "%s", e.msg);
-    return ids;
-}
-
-static float *vitb32_pixels(int *n_out) {
-    float *px = NULL;
-    clip_error e = {0};
-    cr_assert_eq(gd_vitb32_pixels(tu_shared_or_skip(), &px, n_out, &e), CLIP_OK, "%s", e.msg);
-    return px;
-}
-
-/* test_model.c's acceptance rule: max |ours - fp64| <= max(2 x PyTorch fp32 error, 1e-6). */
-static void check_golden(const char *gdir, const char *name, const float *ours, size_t count) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s_f64.npy", gdir, name);
-    npy_array ref;
-    tu_load_npy(path, &ref);
-    cr_assert_eq(ref.dtype, NPY_F64);
-    cr_assert_eq(ref.count, count, "%s: %zu values, golden has %zu", name, count, ref.count);
-    double err = gd_max_err_f64(ours, ref.data, count), te = 0, tol = 0;
-    clip_error e = {0};
-    cr_assert_eq(gd_torch_err(gdir, name, &te, &tol, &e), CLIP_OK, "%s", e.msg);
-    fprintf(stderr, "[cuda] golden %s %s: max err %.3g, torch fp32 %.3g, tolerance %.3g\n",
-            strrchr(gdir, '/') + 1, name, err, te, tol);
-    cr_expect(err <= tol, "%s: max error %.3g above tolerance %.3g", name, err, tol);
-    npy_free(&ref);
-}
-
 static void check_cpu(const char *label, const char *name, const float *gpu, const float *cpu,
                       size_t count) {
     double d = gd_max_abs_diff(gpu, cpu, count);
@@ -121,7 +89,7 @@ static void encode_texts2(clip_model *m, const int32_t *ids, int n, float **emb,
 static void check_model(const char *label, const char *dir, const char *gdir, const float *px,
                         int n_img) {
     int n_txt;
-    int32_t *ids = golden_input_ids(&n_txt);
+    int32_t *ids = tu_golden_input_ids(&n_txt);
     clip_model *g = load_on(dir, CLIP_DEVICE_CUDA), *c = load_on(dir, CLIP_DEVICE_CPU);
     fprintf(stderr, "[cuda] %s on %s\n", label, clip_model_get_info(g)->device);
     cr_assert(!strncmp(clip_model_get_info(g)->device, "cuda:", 5), "device %s",
@@ -130,8 +98,8 @@ static void check_model(const char *label, const char *dir, const char *gdir, co
     float *ge, *gf, *ce, *cf;
     if (px) {
         encode_images2(g, px, n_img, &ge, &gf);
-        check_golden(gdir, "image_embeds", ge, (size_t)n_img * E);
-        check_golden(gdir, "image_features", gf, (size_t)n_img * E);
+        tu_check_golden("[cuda] golden", gdir, "image_embeds", ge, (size_t)n_img * E);
+        tu_check_golden("[cuda] golden", gdir, "image_features", gf, (size_t)n_img * E);
         encode_images2(c, px, n_img, &ce, &cf);
         check_cpu(label, "image_embeds", ge, ce, (size_t)n_img * E);
         check_cpu(label, "image_features", gf, cf, (size_t)n_img * E);
@@ -141,8 +109,8 @@ static void check_model(const char *label, const char *dir, const char *gdir, co
         free(cf);
     }
     encode_texts2(g, ids, n_txt, &ge, &gf); /* 303 texts: two chunks of at most 256 */
-    check_golden(gdir, "text_embeds", ge, (size_t)n_txt * E);
-    check_golden(gdir, "text_features", gf, (size_t)n_txt * E);
+    tu_check_golden("[cuda] golden", gdir, "text_embeds", ge, (size_t)n_txt * E);
+    tu_check_golden("[cuda] golden", gdir, "text_features", gf, (size_t)n_txt * E);
     encode_texts2(c, ids, n_txt, &ce, &cf);
     check_cpu(label, "text_embeds", ge, ce, (size_t)n_txt * E);
     check_cpu(label, "text_features", gf, cf, (size_t)n_txt * E);
@@ -212,7 +180,7 @@ Test(cuda, vitb32_golden_and_cpu, .timeout = 600) {
     tu_synth_dir(dir, sizeof dir, "vitb32-synth");
     tu_shared_path(gdir, sizeof gdir, "golden/embeddings/vitb32-synth");
     int n;
-    float *px = vitb32_pixels(&n);
+    float *px = tu_vitb32_pixels(&n);
     check_model("vitb32-synth", dir, gdir, px, n);
     free(px);
 }
@@ -224,7 +192,7 @@ Test(cuda, vitb32_batch_invariance, .timeout = 600) {
     char dir[4096];
     tu_synth_dir(dir, sizeof dir, "vitb32-synth");
     int n;
-    float *px = vitb32_pixels(&n);
+    float *px = tu_vitb32_pixels(&n);
     cr_assert(n >= 7);
     clip_model *m = load_on(dir, CLIP_DEVICE_CUDA);
     int E = clip_model_get_info(m)->embed_dim;
@@ -259,7 +227,7 @@ Test(cuda, vitb32_batch_invariance, .timeout = 600) {
     free(px);
 
     int nt;
-    int32_t *ids = golden_input_ids(&nt);
+    int32_t *ids = tu_golden_input_ids(&nt);
     int pick[7] = {0, 63, 64, 120, 200, 250, 280}; /* mixed lengths, one truncated to 77 */
     int32_t b[7 * 77];
     for (int i = 0; i < 7; i++) memcpy(b + i * 77, ids + pick[i] * 77, sizeof(int32_t) * 77);
@@ -355,7 +323,7 @@ Test(cuda, threads_share_a_model, .timeout = 300) {
     char dir[4096];
     tiny_dir(dir, sizeof dir);
     int n;
-    int32_t *ids = golden_input_ids(&n);
+    int32_t *ids = tu_golden_input_ids(&n);
     clip_model *m = load_on(dir, CLIP_DEVICE_CUDA);
     int E = clip_model_get_info(m)->embed_dim;
     float *ref = malloc(sizeof(float) * (size_t)n * E);

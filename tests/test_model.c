@@ -7,7 +7,6 @@
 #include "clip.h"
 #include "json.h"
 #include "model_internal.h"
-#include "golden_data.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -23,29 +22,6 @@ static clip_model *load_model(const char *dir) {
 }
 
 static void tiny_dir(char *out, size_t cap) { tu_shared_path(out, cap, "golden/models/tiny-synth"); }
-
-/* The golden 77-token input_ids of every text of tokenizer/texts.jsonl, as int32 [n, 77]. */
-static int32_t *golden_input_ids(int *n_out) {
-    int32_t *ids = NULL;
-    clip_error e = {0};
-    cr_assert_eq(gd_input_ids(tu_shared_or_skip(), &ids, n_out, &e), CLIP_OK, "%s", e.msg);
-    return ids;
-}
-
-static void check_array(const char *gdir, const char *name, const float *ours, size_t count) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s_f64.npy", gdir, name);
-    npy_array ref;
-    tu_load_npy(path, &ref);
-    cr_assert(ref.dtype == NPY_F64 && ref.count == count, "%s: unexpected golden array", path);
-    double err = gd_max_err_f64(ours, ref.data, count), torch = 0, tol = 0;
-    clip_error e = {0};
-    cr_assert_eq(gd_torch_err(gdir, name, &torch, &tol, &e), CLIP_OK, "%s", e.msg);
-    fprintf(stderr, "[golden] %s %s: max err %.3g, torch fp32 %.3g, tolerance %.3g\n",
-            strrchr(gdir, '/') + 1, name, err, torch, tol);
-    cr_expect(err <= tol, "%s: max error %.3g above tolerance %.3g", name, err, tol);
-    npy_free(&ref);
-}
 
 /* ------------------------------------------------------------------ checksums */
 
@@ -135,8 +111,8 @@ static void check_images(const char *model_dir, const char *gdir, const float *p
     clip_encode_options fo = {CLIP_EMBED_FEATURES, NULL, NULL};
     cr_assert_eq(clip_encode_images(m, pixels, n, NULL, emb, &e), CLIP_OK, "%s", e.msg);
     cr_assert_eq(clip_encode_images(m, pixels, n, &fo, feat, &e), CLIP_OK, "%s", e.msg);
-    check_array(gdir, "image_embeds", emb, (size_t)n * E);
-    check_array(gdir, "image_features", feat, (size_t)n * E);
+    tu_check_golden("[golden]", gdir, "image_embeds", emb, (size_t)n * E);
+    tu_check_golden("[golden]", gdir, "image_features", feat, (size_t)n * E);
     free(emb);
     free(feat);
     clip_model_free(m);
@@ -144,7 +120,7 @@ static void check_images(const char *model_dir, const char *gdir, const float *p
 
 static void check_texts(const char *model_dir, const char *gdir) {
     int n;
-    int32_t *ids = golden_input_ids(&n);
+    int32_t *ids = tu_golden_input_ids(&n);
     clip_model *m = load_model(model_dir);
     int E = clip_model_get_info(m)->embed_dim;
     float *emb = malloc(sizeof(float) * (size_t)n * E), *feat = malloc(sizeof(float) * (size_t)n * E);
@@ -152,8 +128,8 @@ static void check_texts(const char *model_dir, const char *gdir) {
     clip_encode_options fo = {CLIP_EMBED_FEATURES, NULL, NULL};
     cr_assert_eq(clip_encode_texts(m, ids, n, 77, NULL, emb, &e), CLIP_OK, "%s", e.msg);
     cr_assert_eq(clip_encode_texts(m, ids, n, 77, &fo, feat, &e), CLIP_OK, "%s", e.msg);
-    check_array(gdir, "text_embeds", emb, (size_t)n * E);
-    check_array(gdir, "text_features", feat, (size_t)n * E);
+    tu_check_golden("[golden]", gdir, "text_embeds", emb, (size_t)n * E);
+    tu_check_golden("[golden]", gdir, "text_features", feat, (size_t)n * E);
     free(emb);
     free(feat);
     free(ids);
@@ -178,19 +154,12 @@ Test(golden, tiny_texts) {
     check_texts(dir, gdir);
 }
 
-static float *vitb32_pixels(int *n_out) {
-    float *px = NULL;
-    clip_error e = {0};
-    cr_assert_eq(gd_vitb32_pixels(tu_shared_or_skip(), &px, n_out, &e), CLIP_OK, "%s", e.msg);
-    return px;
-}
-
 Test(golden, vitb32_images, .timeout = 600) {
     char dir[4096], gdir[4096];
     tu_synth_dir(dir, sizeof dir, "vitb32-synth");
     tu_shared_path(gdir, sizeof gdir, "golden/embeddings/vitb32-synth");
     int n;
-    float *px = vitb32_pixels(&n);
+    float *px = tu_vitb32_pixels(&n);
     check_images(dir, gdir, px, n);
     free(px);
 }
@@ -450,7 +419,7 @@ Test(batch, vitb32_images_alone_vs_batch_of_7, .timeout = 300) {
     char dir[4096];
     tu_synth_dir(dir, sizeof dir, "vitb32-synth");
     int n;
-    float *px = vitb32_pixels(&n);
+    float *px = tu_vitb32_pixels(&n);
     cr_assert(n >= 7);
     clip_model *m = load_model(dir);
     int E = clip_model_get_info(m)->embed_dim;
@@ -471,7 +440,7 @@ Test(batch, vitb32_texts_alone_vs_batch_of_7, .timeout = 300) {
     char dir[4096];
     tu_synth_dir(dir, sizeof dir, "vitb32-synth");
     int n;
-    int32_t *ids = golden_input_ids(&n);
+    int32_t *ids = tu_golden_input_ids(&n);
     clip_model *m = load_model(dir);
     int E = clip_model_get_info(m)->embed_dim;
     /* texts of different lengths in one batch, including a truncated 77-token one */

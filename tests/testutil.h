@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "golden_data.h"
 #include "npy.h"
 
 static inline int tu_exists(const char *p) {
@@ -111,6 +112,40 @@ static inline void tu_load_npy(const char *path, npy_array *a) {
     clip_error e = {0};
     clip_status st = npy_load(path, a, &e);
     cr_assert_eq(st, CLIP_OK, "%s", e.msg);
+}
+
+/* The golden arrays of golden_data.h, failing the test when they cannot be read. */
+static inline int32_t *tu_golden_input_ids(int *n_out) {
+    int32_t *ids = NULL;
+    clip_error e = {0};
+    cr_assert_eq(gd_input_ids(tu_shared_or_skip(), &ids, n_out, &e), CLIP_OK, "%s", e.msg);
+    return ids;
+}
+
+static inline float *tu_vitb32_pixels(int *n_out) {
+    float *px = NULL;
+    clip_error e = {0};
+    cr_assert_eq(gd_vitb32_pixels(tu_shared_or_skip(), &px, n_out, &e), CLIP_OK, "%s", e.msg);
+    return px;
+}
+
+/* The issue's acceptance rule on one array of gdir: max |ours - fp64| <= max(2 x PyTorch-fp32's
+ * own max error on that array, 1e-6). `tag` starts the stderr report line. */
+static inline void tu_check_golden(const char *tag, const char *gdir, const char *name,
+                                   const float *ours, size_t count) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s_f64.npy", gdir, name);
+    npy_array ref;
+    tu_load_npy(path, &ref);
+    cr_assert(ref.dtype == NPY_F64 && ref.count == count, "%s: %zu values, golden has %zu", path,
+              count, ref.count);
+    double err = gd_max_err_f64(ours, ref.data, count), torch = 0, tol = 0;
+    clip_error e = {0};
+    cr_assert_eq(gd_torch_err(gdir, name, &torch, &tol, &e), CLIP_OK, "%s", e.msg);
+    fprintf(stderr, "%s %s %s: max err %.3g, torch fp32 %.3g, tolerance %.3g\n", tag,
+            strrchr(gdir, '/') + 1, name, err, torch, tol);
+    cr_expect(err <= tol, "%s: max error %.3g above tolerance %.3g", name, err, tol);
+    npy_free(&ref);
 }
 
 #endif

@@ -15,6 +15,7 @@
  *  - PNM: our own reader of binary P4/P5/P6, transcribing PpmImagePlugin (header tokens,
  *    maxval scaling with Python's rounding).
  *  - PSD: stb_image, only for the layout where it and Pillow agree (RGB, 8 bits, 3 channels).
+ *  - TGA: our own reader transcribing TgaImagePlugin (stb_image's TGA differs from Pillow).
  * The format comes from the leading bytes, never from the file name.
  *
  * Errors: every failure returns a status and a message naming the file and the reason; libpng
@@ -1226,6 +1227,153 @@ truncated:
     return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: truncated PSD", d->name);
 }
 
+/* ------------------------------------------------------------------ TGA */
+
+/* Pillow's "BGR;15"/"BGR;5" unpacking of a little-endian 16-bit pixel: 5 bits per channel,
+ * blue lowest, each scaled as v * 255 / 31 (Unpack.c ImagingUnpackBGR15). */
+static void tga_bgr15(const uint8_t *q, uint8_t *o) {
+    unsigned v = (unsigned)(q[0] | q[1] << 8);
+    o[0] = (uint8_t)(((v >> 10) & 31) * 255 / 31);
+    o[1] = (uint8_t)(((v >> 5) & 31) * 255 / 31);
+    o[2] = (uint8_t)((v & 31) * 255 / 31);
+}
+
+/* Targa, transcribing TgaImagePlugin (9.4): there is no magic number, so a file is TGA when its
+ * header passes Pillow's own checks (tried last, as Pillow tries its TGA plugin late); image
+ * types 1/2/3 and their RLE forms 9/10/11; depths 8 (palette or grey), 16 (BGR;5, or grey +
+ * alpha), 24 (BGR), 32 (BGRA, alpha dropped), 1 (bilevel, uncompressed); the origin bits pick
+ * bottom-up rows and a horizontal flip; the colour map (16/24 bits; 32 fails in Pillow) comes
+ * after `start` black entries, over Pillow's grey ramp; RLE packets may not cross a row end. Returns CLIP_ERR_UNSUPPORTED with `*not_tga` set when
+ * the header is not a TGA header at all. */
+static clip_status decode_tga(dctx *d, clip_image *out, int *not_tga) {
+    const uint8_t *p = d->data;
+    size_t n = d->len;
+    *not_tga = 1;
+    if (n < 18) return CLIP_ERR_UNSUPPORTED;
+    unsigned id_len = p[0], cmap_type = p[1], type = p[2], depth = p[16], flags = p[17];
+    unsigned w = rd16le(p + 12), h = rd16le(p + 14);
+    if (cmap_type > 1 || w == 0 || h == 0 ||
+        !(depth == 1 || depth == 8 || depth == 16 || depth == 24 || depth == 32) ||
+        !(type == 1 || type == 2 || type == 3 || type == 9 || type == 10 || type == 11))
+        return CLIP_ERR_UNSUPPORTED;
+    *not_tga = 0;
+    unsigned base = type & 7;
+    int rle = (type & 8) != 0;
+    /* MODES of TgaImagePlugin: other type/depth pairs open but cannot be decoded */
+    int known = (base == 1 && depth == 8) || (base == 3 && (depth == 1 || depth == 8 || depth == 16)) ||
+                (base == 2 && (depth == 16 || depth == 24 || depth == 32));
+    if (!known || (rle && depth == 1))
+        return clip_fail(d->err, CLIP_ERR_UNSUPPORTED, "%s: TGA image type %u with %u bits per "
+                         "pixel cannot be decoded (Pillow cannot either)", d->name, type, depth);
+    clip_status st = check_size(d, "TGA", w, h);
+    if (st) return st;
+    size_t pos = 18 + id_len;
+    uint8_t pal[256][3];
+    palette_ramp(pal);
+    if (cmap_type) {
+        unsigned start = rd16le(p + 3), size = rd16le(p + 5), mdepth = p[7];
+        unsigned eb = mdepth == 16 ? 2 : mdepth == 24 ? 3 : mdepth == 32 ? 4 : 0;
+        if (eb == 4) /* Pillow 9.4 fails on it: "unrecognized raw mode" (BGRA palette) */
+            return clip_fail(d->err, CLIP_ERR_UNSUPPORTED,
+                             "%s: TGA with a 32-bit colour map (Pillow cannot read it)", d->name);
+        if (eb) {
+            /* the plugin prepends `start` zero entries: those indices are black */
+            for (unsigned i = 0; i < start && i < 256; i++) pal[i][0] = pal[i][1] = pal[i][2] = 0;
+            if (pos > n || (size_t)size * eb > n - pos)
+                return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: truncated TGA colour map", d->name);
+            for (unsigned i = 0; i < size && start + i < 256; i++) {
+                const uint8_t *q = p + pos + (size_t)i * eb;
+                if (eb == 2) {
+                    tga_bgr15(q, pal[start + i]);
+                } else {
+                    pal[start + i][0] = q[2];
+                    pal[start + i][1] = q[1];
+                    pal[start + i][2] = q[0];
+                }
+            }
+            pos += (size_t)size * eb;
+        }
+    }
+    if (pos > n) return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: truncated TGA header", d->name);
+    size_t bpp = depth == 1 ? 0 : depth / 8, npix = (size_t)w * h;
+    size_t row_bytes = depth == 1 ? (w + 7) / 8 : (size_t)w * bpp;
+    /* the pixel stream, in file order (rows bottom-up unless the top-origin bit is set) */
+    uint8_t *raw = NULL;
+    const uint8_t *src;
+    if (!rle) {
+        if ((uint64_t)row_bytes * h > n - pos)
+            return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: truncated TGA data", d->name);
+        src = p + pos;
+    } else {
+        raw = malloc(npix * bpp);
+        if (!raw) return clip_fail(d->err, CLIP_ERR_NOMEM, "%s: out of memory", d->name);
+        size_t got = 0;
+        while (got < npix) {
+            if (pos >= n) {
+                free(raw);
+                return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: truncated TGA RLE data", d->name);
+            }
+            unsigned hdr = p[pos++], count = (hdr & 0x7F) + 1;
+            /* Pillow 9.4's TgaRleDecode refuses a packet that runs past the end of a row */
+            if (got % w + count > w) {
+                free(raw);
+                return clip_fail(d->err, CLIP_ERR_FORMAT,
+                                 "%s: TGA RLE packet crosses a row end (buffer overrun)", d->name);
+            }
+            size_t take = count;
+            if (hdr & 0x80) { /* one pixel, repeated */
+                if (bpp > n - pos) {
+                    free(raw);
+                    return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: truncated TGA RLE data", d->name);
+                }
+                for (size_t k = 0; k < take; k++) memcpy(raw + (got + k) * bpp, p + pos, bpp);
+                pos += bpp;
+            } else { /* count literal pixels */
+                if ((size_t)count * bpp > n - pos) {
+                    free(raw);
+                    return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: truncated TGA RLE data", d->name);
+                }
+                memcpy(raw + got * bpp, p + pos, take * bpp);
+                pos += (size_t)count * bpp;
+            }
+            got += take;
+        }
+        src = raw;
+    }
+    uint8_t *rgb = alloc_rgb(d, (int)w, (int)h);
+    if (!rgb) {
+        free(raw);
+        return d->err ? d->err->code : CLIP_ERR_NOMEM;
+    }
+    int top_down = (flags & 0x20) != 0, flip_x = (flags & 0x10) != 0;
+    for (unsigned r = 0; r < h; r++) {
+        const uint8_t *row = src + (size_t)r * row_bytes;
+        unsigned y = top_down ? r : h - 1 - r;
+        for (unsigned x = 0; x < w; x++) {
+            uint8_t *o = rgb + ((size_t)y * w + (flip_x ? w - 1 - x : x)) * 3;
+            const uint8_t *q = row + (size_t)x * bpp;
+            if (depth == 1) {
+                o[0] = o[1] = o[2] = (row[x / 8] >> (7 - x % 8)) & 1 ? 255 : 0;
+            } else if (base == 1) {
+                memcpy(o, pal[q[0]], 3);
+            } else if (base == 3) {
+                o[0] = o[1] = o[2] = q[0]; /* "L", or "LA" with its alpha dropped */
+            } else if (depth == 16) {
+                tga_bgr15(q, o);
+            } else {
+                o[0] = q[2];
+                o[1] = q[1];
+                o[2] = q[0];
+            }
+        }
+    }
+    free(raw);
+    out->width = (int)w;
+    out->height = (int)h;
+    out->rgb = rgb;
+    return CLIP_OK;
+}
+
 /* ------------------------------------------------------------------ dispatch */
 
 static clip_status decode_any(dctx *d, clip_image *out) {
@@ -1249,12 +1397,15 @@ static clip_status decode_any(dctx *d, clip_image *out) {
     if (known)
         return clip_fail(d->err, CLIP_ERR_UNSUPPORTED, "%s: %s images are not supported", d->name,
                          known);
+    int not_tga;
+    clip_status st = decode_tga(d, out, &not_tga);
+    if (!not_tga) return st;
     char hex[3 * 8 + 1] = "";
     for (size_t i = 0; i < n && i < 8; i++) snprintf(hex + 3 * i, 4, "%02x ", p[i]);
     if (hex[0]) hex[strlen(hex) - 1] = '\0';
     return clip_fail(d->err, CLIP_ERR_UNSUPPORTED,
                      "%s: unknown image format (first bytes: %s); supported: PNG, JPEG, GIF, "
-                     "WebP, BMP, PNM, PSD",
+                     "WebP, BMP, PNM, PSD, TGA",
                      d->name, hex);
 }
 

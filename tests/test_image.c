@@ -355,6 +355,17 @@ static const struct seed {
     {"png_rgba.png", 0, 11, 6, "36bc716346f7f5daee1154739c66b7d4da1277a42f5076a21e34c67856cbeeaf"},
     {"psd_raw.psd", 0, 7, 5, "07c44bd84c4274d76003caa1568a559fe419ce058fbfce767d4c8ec9b439909e"},
     {"psd_rle.psd", 0, 7, 5, "07c44bd84c4274d76003caa1568a559fe419ce058fbfce767d4c8ec9b439909e"},
+    {"tga_bgr15_flipx.tga", 0, 13, 7, "7b63836185d5e0dfa0c10e536180bcb18471025c8b4a811540711533dacd1caf"},
+    {"tga_bgr15_topright.tga", 0, 13, 7, "1b4daa5464b6fa5217f839e382cf97a4b975e8548b4be9318619c62d54429371"},
+    {"tga_bilevel.tga", 0, 37, 23, "634f611903507aa6cb89bd3d4264ce92ddc51a8d954ff59993bfeb4b7d5c6746"},
+    {"tga_cmap16_start5.tga", 0, 13, 7, "8aa191aef88d146ed2e1714c9afc77558f14354fa39599eb36120421d1b73059"},
+    {"tga_cmap24_start5.tga", 0, 13, 7, "76748b12fd949a94c195c5d2c8f24d0e42bc75a025ddc60386b8ef2527d769ee"},
+    {"tga_gray.tga", 0, 37, 23, "02b473f7e1f9df45aa5b5cab6d9d6a0bf1d9f648243a899d5bb589dc7cc61c71"},
+    {"tga_gray_alpha_rle.tga", 0, 37, 23, "02b473f7e1f9df45aa5b5cab6d9d6a0bf1d9f648243a899d5bb589dc7cc61c71"},
+    {"tga_pal_no_cmap.tga", 0, 13, 7, "4718547efe27a2c543a3404dea7e1eb40b3ff1f8fa84de311ad1a5ac9e131eb7"},
+    {"tga_pal_rle.tga", 0, 37, 23, "7e4ffa7b383aeef855d05235d105c916b1184acd4cbe1a204c16c1fa32b429f8"},
+    {"tga_rgb_rle_bottomup.tga", 0, 37, 23, "448335ea2bb34e78589a389085c185a2bd3ffab43ac62f9597ee96c5c2c32dc0"},
+    {"tga_rgba_topdown.tga", 0, 37, 23, "448335ea2bb34e78589a389085c185a2bd3ffab43ac62f9597ee96c5c2c32dc0"},
     {"webp_exif8.webp", 1, 5, 9, "55c922d75d0f4b84ec3b0fca13d4756e833b7a32b9a7b9cb03011842de8baea7"},
     {"webp_lossless.webp", 0, 16, 12, "2a8d630d97cf36cf25e7de470757e1cba92902391e57f51343d2179dc3e84133"},
     {"webp_lossy.webp", 0, 16, 12, "f83d41b2ea4b5051bcec342d995ab1a1dd778d3fd8d381a2295bafe9a608135d"},
@@ -391,6 +402,24 @@ Test(images, seeds_match_pillow) {
         clip_image_free(&img);
     }
     cr_log_info("seed files equal to Pillow: %d/%d", ok, n);
+}
+
+/* TGA files Pillow 9.4 refuses are refused too (a clear error, never a guess). */
+Test(images, tga_pillow_refusals) {
+    static const struct {
+        const char *file, *needle;
+    } bad[] = {{"tga_bad_rle_crosses_row.tga", "crosses a row end"},
+               {"tga_bad_cmap32.tga", "32-bit colour map"},
+               {"tga_bad_truncated.tga", "truncated"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char path[4096];
+        seed_path(path, sizeof path, bad[i].file);
+        clip_image img = {0};
+        clip_error e = {0};
+        cr_expect_neq(clip_image_decode_file(path, NULL, &img, &e), CLIP_OK, "%s decoded", bad[i].file);
+        cr_expect(strstr(e.msg, bad[i].needle) != NULL, "%s: %s", bad[i].file, e.msg);
+        clip_image_free(&img);
+    }
 }
 
 /* The format is taken from the bytes: a PNG named .jpg still decodes. */

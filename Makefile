@@ -55,6 +55,7 @@ endif
 SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work/shared))
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
+.DEFAULT_GOAL := all
 .PHONY: all test asan tsan bench demo fuzz deps clean print-shared
 print-shared:
 	@echo $(abspath $(SHARED))

@@ -621,13 +621,24 @@ static clip_status encoder(cuda_state *s, int rows, int nseq, int max_len, const
     return CLIP_OK;
 }
 
-/* pooled rows (in s->k) -> s->out [n, E]: projection, then L2 normalisation unless features. */
-static clip_status project(cuda_state *s, int n, int d, const float *proj, int E, int features,
-                           clip_error *err) {
-    clip_status st = linear(s, s->k, n, d, proj, E, s->out, err);
-    if (st || features) return st;
-    k_l2norm<<<n, NT, 0, s->stream>>>(s->out, E);
-    CKL("k_l2norm");
+/* The end of both towers: pooled rows of s->h (row idx[i], or i * stride when idx is NULL) ->
+ * final LayerNorm -> projection -> L2 normalisation unless features -> on its way to
+ * pin_out[slot] (event out_ev[slot]). */
+static clip_status pool_project(cuda_state *s, const int *idx, int stride, int n, int D,
+                                const float *ln_w, const float *ln_b, double eps,
+                                const float *proj, int E, int features, int slot,
+                                clip_error *err) {
+    k_gather<<<grid_for((size_t)n * D), NT, 0, s->stream>>>(s->h, s->q, idx, stride, n, D);
+    CKL("k_gather");
+    clip_status st = layernorm(s, s->q, s->k, n, D, ln_w, ln_b, eps, err);
+    if (st || (st = linear(s, s->k, n, D, proj, E, s->out, err))) return st;
+    if (!features) {
+        k_l2norm<<<n, NT, 0, s->stream>>>(s->out, E);
+        CKL("k_l2norm");
+    }
+    CK(cudaMemcpyAsync(s->pin_out[slot], s->out, (size_t)n * E * sizeof(float),
+                       cudaMemcpyDeviceToHost, s->stream));
+    CK(cudaEventRecord(s->out_ev[slot], s->stream));
     return CLIP_OK;
 }
 
@@ -654,15 +665,8 @@ static clip_status vision_chunk(cuda_state *s, const clip_model *m, int n, int s
         return st;
     st = encoder(s, n * T, n, T, NULL, T, &c->vision, W->vlayers, 0, err);
     if (st) return st;
-    k_gather<<<grid_for((size_t)n * D), NT, 0, s->stream>>>(s->h, s->q, NULL, T, n, D);
-    CKL("k_gather");
-    if ((st = layernorm(s, s->q, s->k, n, D, W->post_ln_w, W->post_ln_b, c->vision.eps, err)) ||
-        (st = project(s, n, D, W->vproj, E, features, err)))
-        return st;
-    CK(cudaMemcpyAsync(s->pin_out[slot], s->out, (size_t)n * E * sizeof(float),
-                       cudaMemcpyDeviceToHost, s->stream));
-    CK(cudaEventRecord(s->out_ev[slot], s->stream));
-    return CLIP_OK;
+    return pool_project(s, NULL, T, n, D, W->post_ln_w, W->post_ln_b, c->vision.eps, W->vproj, E,
+                        features, slot, err);
 }
 
 /* Waits for the result of an earlier chunk in `slot` and hands it to the caller. */
@@ -748,15 +752,8 @@ static clip_status text_chunk(cuda_state *s, const clip_model *m, int n, int row
     CKL("k_text_embed");
     clip_status st = encoder(s, rows, n, max_len, seqs, 0, &c->text, W->tlayers, 1, err);
     if (st) return st;
-    k_gather<<<grid_for((size_t)n * D), NT, 0, s->stream>>>(s->h, s->q, pool_rows, 0, n, D);
-    CKL("k_gather");
-    if ((st = layernorm(s, s->q, s->k, n, D, W->final_ln_w, W->final_ln_b, c->text.eps, err)) ||
-        (st = project(s, n, D, W->tproj, E, features, err)))
-        return st;
-    CK(cudaMemcpyAsync(s->pin_out[slot], s->out, (size_t)n * E * sizeof(float),
-                       cudaMemcpyDeviceToHost, s->stream));
-    CK(cudaEventRecord(s->out_ev[slot], s->stream));
-    return CLIP_OK;
+    return pool_project(s, pool_rows, 0, n, D, W->final_ln_w, W->final_ln_b, c->text.eps, W->tproj,
+                        E, features, slot, err);
 }
 
 static clip_status encode_texts(cuda_state *s, const clip_model *m, const int32_t *ids, int n,

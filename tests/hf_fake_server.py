@@ -51,37 +51,34 @@ def main():
             for k, v in extra:
                 self.send_header(k, v)
 
-        def _auth_ok(self):
-            if token and self.headers.get("Authorization") != "Bearer " + token:
-                self.send_response(401)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return False
-            return True
+        def _empty(self, status):
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
-        def do_HEAD(self):
-            if not self._auth_ok():
-                return
+        def _file(self):
+            """(name, bytes) of the requested file, or (None, None) once a 401/404 was sent."""
+            if token and self.headers.get("Authorization") != "Bearer " + token:
+                self._empty(401)
+                return None, None
             name, path = self._target()
             if not path:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._empty(404)
+                return None, None
+            with open(path, "rb") as f:
+                return name, f.read()
+
+        def do_HEAD(self):
+            name, data = self._file()
+            if data is None:
                 return
-            data = open(path, "rb").read()
             self._headers(name, data, 200, [("Content-Length", str(len(data)))])
             self.end_headers()
 
         def do_GET(self):
-            if not self._auth_ok():
+            name, data = self._file()
+            if data is None:
                 return
-            name, path = self._target()
-            if not path:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            data = open(path, "rb").read()
             start = 0
             rng = self.headers.get("Range")
             if rng and rng.startswith("bytes=") and rng.endswith("-"):

@@ -1,6 +1,8 @@
 # clipeval — build, test, benchmark.
 #
-#   make            build/clipeval (CLI) and build/libclip.a (library, header src/clip.h)
+#   make            build/clipeval (CLI), build/libclip.a and build/libclip.so (the engine, header
+#                   src/engine/include/clip.h)
+#   make install    PREFIX=/usr/local: clip.h, both libraries, clip.pc (pkg-config) and the CLI
 #   make test       Criterion suite against ../shared/golden (installs Debian packages if missing)
 #   make demo       score the DataFlow example with `clipeval score`
 #   make bench      speed figures (model, tokenizer, image pipeline, scorer)
@@ -16,6 +18,7 @@ CC      := cc
 endif
 NVCC    ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) nvcc)
 CUDA    ?= 0
+VERSION := $(shell sed -n 's/^\#define CLIP_VERSION "\(.*\)"/\1/p' src/engine/include/clip.h)
 PKGS    := openblas libpng libjpeg libwebp libwebpdemux libutf8proc zlib
 
 OPENBLAS_LIBDIR := $(shell pkg-config --variable=libdir openblas 2>/dev/null)
@@ -29,25 +32,45 @@ CSTD    := -std=c99 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 OPT     ?= -O2
 # Exactness first: no FMA contraction, no fast-math (spec §C.6 and §D #20).
 OPENMP  ?= -fopenmp
-CFLAGS_ALL = $(CSTD) $(OPT) -g $(WARN) -ffp-contract=off -fno-fast-math $(OPENMP) \
-             -Isrc -Ithird_party $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+# Where each part may look: the engine sees its own headers; the application sees only the
+# public clip.h and the common helpers (src/common), never the engine's internals.
+INC_PUBLIC := -Isrc/engine/include -Isrc/common
+INC_ENGINE := $(INC_PUBLIC) -Isrc/engine -Ithird_party
+INC_APP    := $(INC_PUBLIC) -Isrc/app
+INC_TESTS  := $(INC_ENGINE) -Isrc/app -Itests -Itests/bench
+CFLAGS_BASE = $(CSTD) $(OPT) -g $(WARN) -ffp-contract=off -fno-fast-math $(OPENMP) $(PKG_CFLAGS) \
+              $(EXTRA_CFLAGS)
+# The library: position-independent (it goes into libclip.so too), and only the functions
+# marked CLIP_API in clip.h are visible outside it.
+CFLAGS_LIB  = $(CFLAGS_BASE) -fPIC -fvisibility=hidden $(INC_ENGINE)
+CFLAGS_APP  = $(CFLAGS_BASE) $(INC_APP)
+CFLAGS_ALL  = $(CFLAGS_BASE) $(INC_TESTS)
 LDLIBS_ALL = $(PKG_LIBS) -lgif $(OPENMP) -lpthread -lm \
              $(if $(OPENBLAS_LIBDIR),-Wl$(comma)-rpath$(comma)$(OPENBLAS_LIBDIR)) $(EXTRA_LDFLAGS)
 comma := ,
 
-LIB_SRC  := $(filter-out src/cli.c,$(wildcard src/*.c))
+# The engine (libclip): src/engine + src/common. The application (libclipapp.a + the CLI):
+# src/app, which links the engine.
+LIB_SRC  := $(wildcard src/engine/*.c src/common/*.c)
 LIB_OBJ  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+APP_SRC  := $(filter-out src/app/cli.c,$(wildcard src/app/*.c src/app/*/*.c))
+APP_OBJ  := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(APP_SRC))
+CLI_OBJ  := $(BUILD)/obj/app/cli.o
 TEST_SRC := $(wildcard tests/test_*.c)
 # tests/tsan_threads.c is its own program (make tsan)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRC))
-DEPS     := $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/cli.d $(wildcard $(BUILD)/obj/bench/*.d)
+DEPS     := $(LIB_OBJ:.o=.d) $(APP_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(CLI_OBJ:.o=.d) \
+            $(wildcard $(BUILD)/obj/bench/*.d)
+SO_NAME  := libclip.so.0
+SO_FILE  := libclip.so.0.2.0
 
 ifeq ($(CUDA),1)
 CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CFLAGS_ALL  += -DCLIP_WITH_CUDA
-LIB_OBJ     += $(BUILD)/obj/backend_cuda.o
+LIB_OBJ     += $(BUILD)/obj/engine/backend_cuda.o
 LDLIBS_ALL  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
-NVCCFLAGS   ?= -O2 -std=c++17 -Isrc -Xcompiler -Wall,-Wextra,-Werror,-ffp-contract=off \
+NVCCFLAGS   ?= -O2 -std=c++17 $(INC_ENGINE) \
+               -Xcompiler -Wall,-Wextra,-Werror,-ffp-contract=off,-fPIC,-fvisibility=hidden \
                -fmad=false -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
                -gencode arch=compute_90,code=compute_90
 endif
@@ -56,17 +79,23 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test asan tsan bench demo fuzz deps clean print-shared
+.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install
 print-shared:
 	@echo $(abspath $(SHARED))
-all: $(BUILD)/clipeval $(BUILD)/libclip.a
+all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
 
 deps:
 	@bash .ci/deps
 
-$(BUILD)/obj/%.o: src/%.c
+$(BUILD)/obj/engine/%.o: src/engine/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS_LIB) -MMD -MP -c $< -o $@
+$(BUILD)/obj/common/%.o: src/common/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_LIB) -MMD -MP -c $< -o $@
+$(BUILD)/obj/app/%.o: src/app/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_APP) -MMD -MP -c $< -o $@
 
 # Tests build command lines and paths with snprintf into fixed buffers; a truncation there can
 # only make a test fail, so GCC's speculative truncation warning is off for tests only.
@@ -75,8 +104,8 @@ $(BUILD)/obj/tests/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(TEST_WFLAGS) -Itests -MMD -MP -c $< -o $@
 
-$(BUILD)/obj/backend_cuda.o: src/backend_cuda.cu src/clip.h src/backend.h src/model_internal.h \
-                              src/safetensors.h src/util.h
+$(BUILD)/obj/engine/backend_cuda.o: src/engine/backend_cuda.cu $(wildcard src/engine/*.h) \
+                                     src/engine/include/clip.h src/common/util.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
@@ -84,15 +113,26 @@ $(BUILD)/libclip.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/clipeval: $(BUILD)/obj/cli.o $(BUILD)/libclip.a
-	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+# The shared library: soname libclip.so.0; only clip_* leaves it (tests/test_library checks).
+$(BUILD)/$(SO_FILE): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SO_NAME) -Wl,--no-undefined -o $@ $^ $(LDLIBS_ALL)
+$(BUILD)/libclip.so: $(BUILD)/$(SO_FILE)
+	ln -sf $(SO_FILE) $(BUILD)/$(SO_NAME)
+	ln -sf $(SO_FILE) $@
 
-$(BUILD)/test_clip: $(TEST_OBJ) $(BUILD)/libclip.a
+$(BUILD)/libclipapp.a: $(APP_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/clipeval: $(CLI_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
+	$(CC) $(CFLAGS_APP) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/test_clip: $(TEST_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ -lcriterion $(LDLIBS_ALL)
 
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_OBJ := $(patsubst tests/bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRC))
-$(BUILD)/bench_clip: $(BENCH_OBJ) $(BUILD)/libclip.a
+$(BUILD)/bench_clip: $(BENCH_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/obj/bench/%.o: tests/bench/%.c
@@ -115,7 +155,7 @@ TEST_ENV = CLIPEVAL_SHARED=$(abspath $(SHARED)) CLIPEVAL_BUILD=$(abspath $(BUILD
 CRITERION_ARGS ?= --jobs 2
 
 test: deps
-	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval
+	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) OMP_NUM_THREADS=1 $(BUILD)/test_clip $(CRITERION_ARGS)
 
@@ -138,7 +178,7 @@ tsan: deps
 	$(TEST_ENV) OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
 	  $(BUILD)/tsan/tsan_threads
 
-$(BUILD)/tsan_threads: $(BUILD)/obj/tests/tsan_threads.o $(BUILD)/libclip.a
+$(BUILD)/tsan_threads: $(BUILD)/obj/tests/tsan_threads.o $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 bench: deps
@@ -155,14 +195,30 @@ FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 fuzz: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/fuzzlib CC=clang OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
-	  $(BUILD)/fuzzlib/libclip.a
+	  $(BUILD)/fuzzlib/libclip.a $(BUILD)/fuzzlib/libclipapp.a
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/fuzzlib/libclip.a
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/fuzzlib/libclip.a $(BUILD)/fuzzlib/libclipapp.a
 	@mkdir -p $(dir $@)
-	clang $(CSTD) -O1 -g -Wall -Wextra -Werror -ffp-contract=off -fopenmp -Isrc -Ithird_party $(PKG_CFLAGS) \
+	clang $(CSTD) -O1 -g -Wall -Wextra -Werror -ffp-contract=off -fopenmp $(INC_TESTS) $(PKG_CFLAGS) \
 	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $< \
-	  $(BUILD)/fuzzlib/libclip.a $(PKG_LIBS) -lgif -lpthread -lm \
+	  $(BUILD)/fuzzlib/libclipapp.a $(BUILD)/fuzzlib/libclip.a $(PKG_LIBS) -lgif -lpthread -lm \
 	  $(if $(OPENBLAS_LIBDIR),-Wl$(comma)-rpath$(comma)$(OPENBLAS_LIBDIR))
+
+# make install PREFIX=... [DESTDIR=...]: the public header, both libraries, clip.pc and the CLI.
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INSTALL_DIRS = $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/bin
+install: all
+	mkdir -p $(INSTALL_DIRS)
+	install -m 644 src/engine/include/clip.h $(DESTDIR)$(PREFIX)/include/clip.h
+	install -m 644 $(BUILD)/libclip.a $(DESTDIR)$(LIBDIR)/libclip.a
+	install -m 755 $(BUILD)/$(SO_FILE) $(DESTDIR)$(LIBDIR)/$(SO_FILE)
+	ln -sf $(SO_FILE) $(DESTDIR)$(LIBDIR)/$(SO_NAME)
+	ln -sf $(SO_FILE) $(DESTDIR)$(LIBDIR)/libclip.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	  -e 's|@LIBS_PRIVATE@|$(filter-out -L% -Wl%,$(LDLIBS_ALL))|' \
+	  src/engine/clip.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/clip.pc
+	install -m 755 $(BUILD)/clipeval $(DESTDIR)$(PREFIX)/bin/clipeval
 
 clean:
 	rm -rf $(BUILD)

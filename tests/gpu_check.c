@@ -28,6 +28,7 @@
 #include "golden_data.h"
 #include "json.h"
 #include "model_internal.h"
+#include "synth.h"
 #include "npy.h"
 #include "util.h"
 
@@ -415,10 +416,8 @@ static int ensure_vitb32(void) {
     clip_error e = {0};
     char *cfg_text = NULL, *seed_text = NULL;
     size_t cl, sl;
-    clip_config cfg;
     int ok = !clip_read_file(cfg_src, 0, &cfg_text, &cl, &e) &&
-             !clip_read_file(seed_path, 0, &seed_text, &sl, &e) &&
-             !clip_config_parse(cfg_text, cl, cfg_src, &cfg, &e) && !clip_mkdir_p(dir, &e);
+             !clip_read_file(seed_path, 0, &seed_text, &sl, &e) && !clip_mkdir_p(dir, &e);
     if (ok) {
         FILE *f = fopen(cfg_dst, "wb");
         ok = f && fwrite(cfg_text, 1, cl, f) == cl;
@@ -426,7 +425,7 @@ static int ensure_vitb32(void) {
         if (!ok) snprintf(e.msg, sizeof e.msg, "cannot write %.900s", cfg_dst);
     }
     double t0 = bench_now();
-    if (ok) ok = !clip_synth_write(&cfg, strtoull(seed_text, NULL, 0), st_path, &e);
+    if (ok) ok = !synth_write(cfg_src, strtoull(seed_text, NULL, 0), st_path, &e);
     if (ok) printf("generated %s in %.1f s\n", st_path, bench_now() - t0);
     else printf("gpu_check: cannot generate %s: %s\n", st_path, e.msg);
     free(cfg_text);

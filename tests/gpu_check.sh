@@ -103,7 +103,8 @@ Test(a,b){}' -lcriterion && HAVE_CRITERION=1
     # 3. gpu_check, against the full library or an engine-only one
     section "build tests/gpu_check"
     GC_CFLAGS="-std=c99 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -O2 -g -Wall -Wextra
-               -ffp-contract=off -fno-fast-math -fopenmp -DCLIP_WITH_CUDA -Isrc -Itests -Itests/bench"
+               -ffp-contract=off -fno-fast-math -fopenmp -DCLIP_WITH_CUDA -Isrc/engine/include -Isrc/common
+               -Isrc/engine -Isrc/app -Itests -Itests/bench"
     GC_LIBS="-fopenmp -L$CUDA_HOME/lib64 -Wl,-rpath,$CUDA_HOME/lib64 -lcublas -lcudart -lstdc++ -lpthread -lm"
     NO_CPU=""
     if [ "$MAKE_RC" = 0 ] && [ -f build/cuda/libclip.a ]; then
@@ -112,18 +113,18 @@ Test(a,b){}' -lcriterion && HAVE_CRITERION=1
     else
         # Only the engine: no image decoders, tokenizer or CLI, so no third-party headers.
         mkdir -p build/gpu-core
-        srcs="util json npy safetensors config synth model"
-        if [ "$HAVE_BLAS" = 1 ]; then srcs="$srcs backend_cpu"; else NO_CPU=-DGPU_CHECK_NO_CPU; fi
+        srcs="common/util common/json app/npy engine/safetensors engine/config app/synth engine/model"
+        if [ "$HAVE_BLAS" = 1 ]; then srcs="$srcs engine/backend_cpu"; else NO_CPU=-DGPU_CHECK_NO_CPU; fi
         echo "engine-only library: $srcs + backend_cuda (sm_$CAP)${NO_CPU:+; no OpenBLAS: CPU comparison skipped}"
         ok=1
         for f in $srcs; do
             # shellcheck disable=SC2086
-            "$CC" $GC_CFLAGS $BLAS_CFLAGS -c "src/$f.c" -o "build/gpu-core/$f.o" || ok=0 &
+            "$CC" $GC_CFLAGS $BLAS_CFLAGS -c "src/$f.c" -o "build/gpu-core/${f##*/}.o" || ok=0 &
         done
-        "$NVCC" -O2 -std=c++17 -Isrc -Xcompiler -Wall,-Wextra,-ffp-contract=off -fmad=false -allow-unsupported-compiler \
-            -gencode "arch=compute_$CAP,code=sm_$CAP" -c src/backend_cuda.cu -o build/gpu-core/backend_cuda.o || ok=0
+        "$NVCC" -O2 -std=c++17 -Isrc/engine/include -Isrc/common -Isrc/engine -Xcompiler -Wall,-Wextra,-ffp-contract=off -fmad=false -allow-unsupported-compiler \
+            -gencode "arch=compute_$CAP,code=sm_$CAP" -c src/engine/backend_cuda.cu -o build/gpu-core/backend_cuda.o || ok=0
         wait
-        for f in $srcs backend_cuda; do [ -f "build/gpu-core/$f.o" ] || ok=0; done
+        for f in $srcs backend_cuda; do [ -f "build/gpu-core/${f##*/}.o" ] || ok=0; done
         if [ "$ok" != 1 ]; then echo "FATAL: the engine does not compile"; return 1; fi
         rm -f build/gpu-core/libcore.a
         ar rcs build/gpu-core/libcore.a build/gpu-core/*.o

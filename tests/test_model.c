@@ -7,6 +7,7 @@
 #include "clip.h"
 #include "json.h"
 #include "model_internal.h"
+#include "synth.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -47,9 +48,9 @@ static void check_manifest(const char *model) {
     const json_value *root = json_doc_root(doc);
     const json_value *tensors = json_get(root, "tensors");
     if (!tensors) tensors = root;
-    clip_tensor_spec *specs;
+    clip_tensor_info *specs;
     size_t n;
-    cr_assert_eq(clip_tensor_specs(&cfg, &specs, &n, &e), CLIP_OK);
+    cr_assert_eq(clip_tensor_table(&cfg, &specs, &n, &e), CLIP_OK);
     size_t matched = 0, listed = 0;
     /* The manifest lists tensors either as an object keyed by name or as an array. */
     for (size_t i = 0; i < n; i++) {
@@ -69,7 +70,7 @@ static void check_manifest(const char *model) {
         cr_assert_eq(json_get_string(entry, "checksum", &want), 1);
         char got[17];
         snprintf(got, sizeof got, "%016llx",
-                 (unsigned long long)clip_synth_checksum(&specs[i], seed));
+                 (unsigned long long)synth_checksum(&specs[i], seed));
         cr_expect_str_eq(got, want, "%s: checksum of %s", model, specs[i].name);
         matched += !strcmp(got, want);
     }
@@ -92,9 +93,7 @@ Test(synth, tiny_file_matches_reference) {
     tu_tmpdir(tmp, sizeof tmp);
     snprintf(out, sizeof out, "%s/model.safetensors", tmp);
     clip_error e = {0};
-    clip_config c;
-    cr_assert_eq(clip_config_load(cfg, &c, &e), CLIP_OK);
-    cr_assert_eq(clip_synth_write(&c, 0x5EED, out, &e), CLIP_OK, "%s", e.msg);
+    cr_assert_eq(synth_write(cfg, 0x5EED, out, &e), CLIP_OK, "%s", e.msg);
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", out, ref);
     cr_expect_eq(system(cmd), 0, "generated tiny-synth differs from the reference file");
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

@@ -1,4 +1,4 @@
-/* synth.c — deterministic synthetic CLIP weights (golden/SYNTH_WEIGHTS.md, version 1).
+/* synth.c — `clipeval synth`: deterministic synthetic CLIP weights (golden/SYNTH_WEIGHTS.md, version 1).
  * Every operation is exact or correctly rounded, so these are bit-identical to the tensors
  * the golden outputs were computed with. */
 #include <errno.h>
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model_internal.h"
+#include "synth.h"
 #include "util.h"
 
 static uint64_t fnv1a64(const char *s) {
@@ -26,35 +26,35 @@ static uint64_t splitmix64(uint64_t *state) {
     return z ^ (z >> 31);
 }
 
-static int64_t spec_count(const clip_tensor_spec *s) {
+static int64_t spec_count(const clip_tensor_info *s) {
     int64_t n = 1;
     for (int d = 0; d < s->ndim; d++) n *= s->shape[d];
     return n;
 }
 
 /* Fills out[0..count) with the tensor's values. */
-static void synth_values(const clip_tensor_spec *s, uint64_t seed, float *out, int64_t count) {
-    if (s->kind == CLIP_TK_LOGIT) {
+static void synth_values(const clip_tensor_info *s, uint64_t seed, float *out, int64_t count) {
+    if (s->role == CLIP_TENSOR_SCALAR) {
         out[0] = (float)log(100.0);
         return;
     }
     uint64_t state = seed ^ fnv1a64(s->name);
-    double lin = s->kind == CLIP_TK_LINEAR ? sqrt(3.0 / (double)s->fan_in) : 0.0;
+    double lin = s->role == CLIP_TENSOR_LINEAR ? sqrt(3.0 / (double)s->fan_in) : 0.0;
     for (int64_t j = 0; j < count; j++) {
         uint64_t k = splitmix64(&state) >> 40;
         double r = (double)k * (1.0 / 8388608.0) - 1.0; /* k * 2^-23 - 1, exact */
         double v;
-        switch (s->kind) {
-        case CLIP_TK_LN: v = 1.0 + r / 16.0; break;
-        case CLIP_TK_BIAS: v = r / 64.0; break;
-        case CLIP_TK_EMBED: v = r / 32.0; break;
+        switch (s->role) {
+        case CLIP_TENSOR_NORM: v = 1.0 + r / 16.0; break;
+        case CLIP_TENSOR_BIAS: v = r / 64.0; break;
+        case CLIP_TENSOR_EMBEDDING: v = r / 32.0; break;
         default: v = lin * r; break;
         }
         out[j] = (float)v;
     }
 }
 
-uint64_t clip_synth_checksum(const clip_tensor_spec *spec, uint64_t seed) {
+uint64_t synth_checksum(const clip_tensor_info *spec, uint64_t seed) {
     int64_t n = spec_count(spec);
     float *buf = malloc((size_t)(n ? n : 1) * sizeof(float));
     if (!buf) return 0;
@@ -69,11 +69,11 @@ uint64_t clip_synth_checksum(const clip_tensor_spec *spec, uint64_t seed) {
     return sum;
 }
 
-clip_status clip_synth_write(const clip_config *cfg, uint64_t seed, const char *path,
-                             clip_error *err) {
-    clip_tensor_spec *specs;
+clip_status synth_write(const char *config_path, uint64_t seed, const char *path,
+                        clip_error *err) {
+    clip_tensor_info *specs;
     size_t n;
-    clip_status st = clip_tensor_specs(cfg, &specs, &n, err);
+    clip_status st = clip_config_tensors(config_path, &specs, &n, err);
     if (st) return st;
     clip_buf hdr = {0};
     clip_buf_puts(&hdr, "{\"__metadata__\":{\"format\":\"pt\"}");
@@ -94,7 +94,7 @@ clip_status clip_synth_write(const clip_config *cfg, uint64_t seed, const char *
     float *buf = malloc((size_t)max_count * sizeof(float));
     if (hdr.oom || !buf) {
         free(buf);
-        free(specs);
+        clip_free(specs);
         clip_buf_free(&hdr);
         return clip_fail(err, CLIP_ERR_NOMEM, "synth: out of memory");
     }
@@ -122,7 +122,7 @@ clip_status clip_synth_write(const clip_config *cfg, uint64_t seed, const char *
     }
 done:
     free(buf);
-    free(specs);
+    clip_free(specs);
     clip_buf_free(&hdr);
     return st;
 }

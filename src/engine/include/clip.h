@@ -17,7 +17,20 @@
 extern "C" {
 #endif
 
-#define CLIP_VERSION "0.1.0"
+/* Only the functions marked CLIP_API leave libclip.so (built with -fvisibility=hidden). */
+#if defined(__GNUC__) || defined(__clang__)
+#define CLIP_API __attribute__((visibility("default")))
+#else
+#define CLIP_API
+#endif
+
+#define CLIP_VERSION_MAJOR 0
+#define CLIP_VERSION_MINOR 2
+#define CLIP_VERSION_PATCH 0
+#define CLIP_VERSION "0.2.0"
+
+/* The version of the library actually linked (CLIP_VERSION is the header's). */
+CLIP_API const char *clip_version(void);
 
 /* ------------------------------------------------------------------ errors */
 
@@ -39,7 +52,7 @@ typedef struct clip_error {
     char msg[1024];
 } clip_error;
 
-const char *clip_status_name(clip_status s);
+CLIP_API const char *clip_status_name(clip_status s);
 
 /* ------------------------------------------------------------------ model */
 
@@ -56,17 +69,17 @@ typedef struct clip_model_options {
     int n_threads; /* CPU threads for one encode call; 0 = all cores */
 } clip_model_options;
 
-void clip_model_options_init(clip_model_options *opt);
+CLIP_API void clip_model_options_init(clip_model_options *opt);
 
 /* Finds the folder of `name`: an existing directory is used as is; otherwise `name` is an HF
  * model id ("org/name") looked up in the HF cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
  * ~/.cache/huggingface/hub): models--org--name/refs/main -> snapshots/<rev>/. */
-clip_status clip_resolve_model_dir(const char *name, char *dir, size_t dir_cap, clip_error *err);
+CLIP_API clip_status clip_resolve_model_dir(const char *name, char *dir, size_t dir_cap, clip_error *err);
 
 /* Loads config.json + model.safetensors of a folder or HF model id. */
-clip_status clip_model_load(const char *name, const clip_model_options *opt, clip_model **out,
+CLIP_API clip_status clip_model_load(const char *name, const clip_model_options *opt, clip_model **out,
                             clip_error *err);
-void clip_model_free(clip_model *m);
+CLIP_API void clip_model_free(clip_model *m);
 
 typedef struct clip_model_info {
     /* vision tower */
@@ -82,7 +95,7 @@ typedef struct clip_model_info {
     const char *device; /* "cpu" or "cuda:<n> (<name>)" */
 } clip_model_info;
 
-const clip_model_info *clip_model_get_info(const clip_model *m);
+CLIP_API const clip_model_info *clip_model_get_info(const clip_model *m);
 
 enum {
     CLIP_EMBED_FEATURES = 1 /* unnormalised projections (get_*_features) instead of L2-normalised */
@@ -98,17 +111,45 @@ typedef struct clip_encode_options {
 } clip_encode_options;
 
 /* pixels: float32 [n, 3, S, S] (S = image_size), out: float32 [n, embed_dim]. */
-clip_status clip_encode_images(const clip_model *m, const float *pixels, int n,
+CLIP_API clip_status clip_encode_images(const clip_model *m, const float *pixels, int n,
                                const clip_encode_options *opt, float *out, clip_error *err);
 
 /* ids: [n, len] token ids, right-padded; row i is pooled as HF does (first EOS, or argmax for
  * the legacy eos_token_id == 2 rule) and only positions 0..pool are computed (causal mask).
  * out: float32 [n, embed_dim]. */
-clip_status clip_encode_texts(const clip_model *m, const int32_t *ids, int n, int len,
+CLIP_API clip_status clip_encode_texts(const clip_model *m, const int32_t *ids, int n, int len,
                               const clip_encode_options *opt, float *out, clip_error *err);
 
 /* The position HF pools a row of `len` ids at, under this model's config. */
-int clip_text_pool_index(const clip_model *m, const int32_t *ids, int len);
+CLIP_API int clip_text_pool_index(const clip_model *m, const int32_t *ids, int len);
+
+/* ------------------------------------------------------------------ tensors */
+
+/* What a tensor of the state dict is for; the loader checks every one, `clipeval synth` draws
+ * each role from its own distribution (golden/SYNTH_WEIGHTS.md). */
+typedef enum clip_tensor_role {
+    CLIP_TENSOR_EMBEDDING, /* token, position and class embeddings */
+    CLIP_TENSOR_LINEAR,    /* projections and the patch convolution: fan_in inputs per output */
+    CLIP_TENSOR_NORM,      /* LayerNorm weights */
+    CLIP_TENSOR_BIAS,      /* Linear and LayerNorm biases */
+    CLIP_TENSOR_SCALAR     /* logit_scale */
+} clip_tensor_role;
+
+typedef struct clip_tensor_info {
+    char name[96];    /* the Hugging Face state-dict key */
+    int ndim;
+    int64_t shape[4];
+    clip_tensor_role role;
+    int64_t fan_in;   /* CLIP_TENSOR_LINEAR only */
+} clip_tensor_info;
+
+/* The tensors of the CLIPModel state dict that the config.json at `config_path` implies, sorted
+ * by name: exactly what clip_model_load requires. Free *out with clip_free. */
+CLIP_API clip_status clip_config_tensors(const char *config_path, clip_tensor_info **out,
+                                         size_t *n, clip_error *err);
+
+/* Frees memory that a clip_* function returned for the caller to own. */
+CLIP_API void clip_free(void *p);
 
 /* ------------------------------------------------------------------ tokenizer */
 
@@ -116,14 +157,14 @@ typedef struct clip_tokenizer clip_tokenizer;
 
 /* Loads vocab.json + merges.txt (+ tokenizer_config.json / special_tokens_map.json), or a
  * folder that has only tokenizer.json. */
-clip_status clip_tokenizer_load(const char *dir, clip_tokenizer **out, clip_error *err);
-void clip_tokenizer_free(clip_tokenizer *t);
+CLIP_API clip_status clip_tokenizer_load(const char *dir, clip_tokenizer **out, clip_error *err);
+CLIP_API void clip_tokenizer_free(clip_tokenizer *t);
 
-int clip_tokenizer_bos_id(const clip_tokenizer *t);
-int clip_tokenizer_eos_id(const clip_tokenizer *t);
-int clip_tokenizer_pad_id(const clip_tokenizer *t);
-int clip_tokenizer_max_length(const clip_tokenizer *t); /* model_max_length, 77 by default */
-int clip_tokenizer_vocab_size(const clip_tokenizer *t);
+CLIP_API int clip_tokenizer_bos_id(const clip_tokenizer *t);
+CLIP_API int clip_tokenizer_eos_id(const clip_tokenizer *t);
+CLIP_API int clip_tokenizer_pad_id(const clip_tokenizer *t);
+CLIP_API int clip_tokenizer_max_length(const clip_tokenizer *t); /* model_max_length, 77 by default */
+CLIP_API int clip_tokenizer_vocab_size(const clip_tokenizer *t);
 
 enum {
     CLIP_TOK_TRUNCATE = 1, /* keep BOS + first max_length-2 tokens + EOS */
@@ -134,12 +175,12 @@ enum {
  * max_length <= 0 means no truncation/padding (the full sequence, like HF's fast_ids).
  * Writes at most `cap` ids (and mask values when mask != NULL); *n_out receives the length
  * of the full result, so a result longer than cap returns CLIP_ERR_LIMIT and the needed size. */
-clip_status clip_tokenize(const clip_tokenizer *t, const char *text, size_t len, int max_length,
+CLIP_API clip_status clip_tokenize(const clip_tokenizer *t, const char *text, size_t len, int max_length,
                           int flags, int32_t *ids, int32_t *mask, size_t cap, size_t *n_out,
                           clip_error *err);
 
 /* n texts into [n, max_length] ids (+ masks), always truncated and padded. */
-clip_status clip_tokenize_batch(const clip_tokenizer *t, const char *const *texts,
+CLIP_API clip_status clip_tokenize_batch(const clip_tokenizer *t, const char *const *texts,
                                 const size_t *lens, int n, int max_length, int32_t *ids,
                                 int32_t *masks, clip_error *err);
 
@@ -155,8 +196,8 @@ typedef struct clip_image_config {
 } clip_image_config;
 
 /* Reads preprocessor_config.json of a model folder (old and new HF styles). */
-clip_status clip_image_config_load(const char *dir, clip_image_config *cfg, clip_error *err);
-void clip_image_config_default(clip_image_config *cfg); /* openai/clip-vit-base-patch32 */
+CLIP_API clip_status clip_image_config_load(const char *dir, clip_image_config *cfg, clip_error *err);
+CLIP_API void clip_image_config_default(clip_image_config *cfg); /* openai/clip-vit-base-patch32 */
 
 typedef struct clip_decode_options {
     int exif_transpose;       /* apply EXIF orientation (off = DataFlow/PIL-object parity) */
@@ -165,30 +206,30 @@ typedef struct clip_decode_options {
     int pillow_tall_rule;     /* Pillow >= 12.2: vertical pass first when H > 100*W */
 } clip_decode_options;
 
-void clip_decode_options_init(clip_decode_options *o);
+CLIP_API void clip_decode_options_init(clip_decode_options *o);
 
 typedef struct clip_image {
     int width, height; /* 8-bit RGB, row-major, 3 bytes per pixel */
     uint8_t *rgb;
 } clip_image;
 
-void clip_image_free(clip_image *img);
+CLIP_API void clip_image_free(clip_image *img);
 
 /* Decodes a file / buffer (format from the bytes) to RGB following Pillow's convert("RGB"). */
-clip_status clip_image_decode_file(const char *path, const clip_decode_options *o, clip_image *out,
+CLIP_API clip_status clip_image_decode_file(const char *path, const clip_decode_options *o, clip_image *out,
                                    clip_error *err);
-clip_status clip_image_decode_memory(const void *data, size_t len, const clip_decode_options *o,
+CLIP_API clip_status clip_image_decode_memory(const void *data, size_t len, const clip_decode_options *o,
                                      clip_image *out, clip_error *err);
 
 /* Resize (Pillow BICUBIC, fixed point), centre crop, rescale, normalise into
  * out[3 * crop_height * crop_width] (CHW). `resized` (optional) receives the uint8 image before
  * the crop; free it with clip_image_free. */
-clip_status clip_image_preprocess(const clip_image *img, const clip_image_config *cfg,
+CLIP_API clip_status clip_image_preprocess(const clip_image *img, const clip_image_config *cfg,
                                   const clip_decode_options *o, float *out, clip_image *resized,
                                   clip_error *err);
 
 /* decode + preprocess. */
-clip_status clip_preprocess_file(const char *path, const clip_image_config *cfg,
+CLIP_API clip_status clip_preprocess_file(const char *path, const clip_image_config *cfg,
                                  const clip_decode_options *o, float *out, clip_error *err);
 
 #ifdef __cplusplus

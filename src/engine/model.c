@@ -146,7 +146,7 @@ static clip_status keep_owned(clip_model *m, float *p, clip_error *err) {
 
 /* Finds a tensor, checks its shape against the spec and gives float32 data: in place for
  * aligned F32, converted for F16/BF16/F64. */
-static clip_status bind(clip_model *m, const clip_tensor_spec *spec, const float **out,
+static clip_status bind(clip_model *m, const clip_tensor_info *spec, const float **out,
                         clip_error *err) {
     const st_tensor *t = st_find(&m->file, spec->name);
     if (!t)
@@ -207,7 +207,7 @@ static clip_status bind(clip_model *m, const clip_tensor_spec *spec, const float
 }
 
 static clip_status bind_layers(clip_model *m, const char *tower, int nlayers,
-                               clip_layer_weights **out, const clip_tensor_spec *specs,
+                               clip_layer_weights **out, const clip_tensor_info *specs,
                                size_t nspecs, clip_error *err) {
     *out = calloc((size_t)nlayers, sizeof **out);
     if (!*out) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
@@ -236,7 +236,7 @@ static clip_status bind_layers(clip_model *m, const char *tower, int nlayers,
         for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
             char name[128];
             snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", tower, l, fields[f].suffix);
-            const clip_tensor_spec *spec = NULL;
+            const clip_tensor_info *spec = NULL;
             for (size_t i = 0; i < nspecs && !spec; i++)
                 if (!strcmp(specs[i].name, name)) spec = &specs[i];
             if (!spec) return clip_fail(err, CLIP_ERR_ARG, "internal: no spec for %s", name);
@@ -248,9 +248,9 @@ static clip_status bind_layers(clip_model *m, const char *tower, int nlayers,
 }
 
 static clip_status bind_all(clip_model *m, clip_error *err) {
-    clip_tensor_spec *specs;
+    clip_tensor_info *specs;
     size_t n;
-    clip_status st = clip_tensor_specs(&m->cfg, &specs, &n, err);
+    clip_status st = clip_tensor_table(&m->cfg, &specs, &n, err);
     if (st) return st;
     clip_weights *W = &m->w;
     static const struct {
@@ -272,7 +272,7 @@ static clip_status bind_all(clip_model *m, clip_error *err) {
         {"text_projection.weight", offsetof(clip_weights, tproj)},
     };
     for (size_t i = 0; i < sizeof top / sizeof top[0] && !st; i++) {
-        const clip_tensor_spec *spec = NULL;
+        const clip_tensor_info *spec = NULL;
         for (size_t k = 0; k < n && !spec; k++)
             if (!strcmp(specs[k].name, top[i].name)) spec = &specs[k];
         st = spec ? bind(m, spec, (const float **)((char *)W + top[i].off), err)
@@ -452,3 +452,4 @@ clip_status clip_encode_texts(const clip_model *m, const int32_t *ids, int n, in
     free(pool);
     return st;
 }
+const char *clip_version(void) { return CLIP_VERSION; }

@@ -40,25 +40,8 @@ clip_status clip_config_parse(const char *json, size_t len, const char *what, cl
                               clip_error *err);
 clip_status clip_config_load(const char *path, clip_config *cfg, clip_error *err);
 
-/* The tensors of a CLIPModel state dict for this config (SYNTH_WEIGHTS.md table). */
-typedef enum clip_tensor_kind {
-    CLIP_TK_EMBED,
-    CLIP_TK_LINEAR,
-    CLIP_TK_LN,
-    CLIP_TK_BIAS,
-    CLIP_TK_LOGIT
-} clip_tensor_kind;
-
-typedef struct clip_tensor_spec {
-    char name[96];
-    int ndim;
-    int64_t shape[4];
-    clip_tensor_kind kind;
-    int64_t fan_in; /* linear only */
-} clip_tensor_spec;
-
-/* Fills a malloc'd array of specs sorted by name; returns the count via *n. */
-clip_status clip_tensor_specs(const clip_config *cfg, clip_tensor_spec **specs, size_t *n,
+/* The tensors of a CLIPModel state dict for this config, sorted by name (clip_config_tensors). */
+clip_status clip_tensor_table(const clip_config *cfg, clip_tensor_info **specs, size_t *n,
                               clip_error *err);
 
 /* Weights of one encoder layer; all [out, in] row-major, as HF stores them. */
@@ -104,11 +87,6 @@ struct clip_model {
  * first eos_token_id (0 when absent). */
 int clip_pool_index(const clip_config *cfg, const int32_t *ids, int len);
 
-/* Deterministic synthetic weights (golden/SYNTH_WEIGHTS.md). */
-clip_status clip_synth_write(const clip_config *cfg, uint64_t seed, const char *path,
-                             clip_error *err);
-/* Value j of a tensor, exactly as the generator computes it (used by tests too). */
-uint64_t clip_synth_checksum(const clip_tensor_spec *spec, uint64_t seed);
 
 #ifdef __cplusplus
 }

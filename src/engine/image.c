@@ -40,34 +40,7 @@
 #include "clip.h"
 #include "util.h"
 
-/* stb_image serves only PSD here; every other format has a decoder closer to Pillow. */
-#define STBI_NO_STDIO
-#define STBI_NO_JPEG
-#define STBI_NO_PNG
-#define STBI_NO_BMP
-#define STBI_NO_GIF
-#define STBI_NO_HDR
-#define STBI_NO_PIC
-#define STBI_NO_PNM
-#define STBI_NO_TGA
-#define STBI_NO_LINEAR
-#define STB_IMAGE_IMPLEMENTATION
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wdouble-promotion"
-#pragma GCC diagnostic ignored "-Wcast-qual"
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wtype-limits"
-#endif
-#include "stb_image.h"
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "stb_psd.h"
 
 #define PILLOW_MAX_PIXELS ((uint64_t)2 * 89478485u) /* Image.MAX_IMAGE_PIXELS * 2 */
 #define DEFAULT_MAX_FILE_BYTES ((uint64_t)1 << 30)
@@ -1203,22 +1176,22 @@ static clip_status decode_psd(dctx *d, clip_image *out) {
     }
     if (need > n - pos) goto truncated;
     if (d->len > INT_MAX) return clip_fail(d->err, CLIP_ERR_LIMIT, "%s: PSD too large", d->name);
-    int x = 0, y = 0, comp = 0;
-    unsigned char *px = stbi_load_from_memory(d->data, (int)d->len, &x, &y, &comp, 3);
+    int x = 0, y = 0;
+    const char *why = "";
+    unsigned char *px = clip_stb_psd_rgb(d->data, (int)d->len, &x, &y, &why);
     if (!px)
-        return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: corrupt or truncated PSD: %s", d->name,
-                         stbi_failure_reason());
+        return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: corrupt or truncated PSD: %s", d->name, why);
     if ((uint32_t)x != w || (uint32_t)y != h) {
-        stbi_image_free(px);
+        clip_stb_free(px);
         return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: PSD size mismatch", d->name);
     }
     uint8_t *rgb = alloc_rgb(d, x, y);
     if (!rgb) {
-        stbi_image_free(px);
+        clip_stb_free(px);
         return d->err ? d->err->code : CLIP_ERR_NOMEM;
     }
     memcpy(rgb, px, (size_t)x * y * 3);
-    stbi_image_free(px);
+    clip_stb_free(px);
     out->width = x;
     out->height = y;
     out->rgb = rgb;

@@ -7,10 +7,10 @@
 #include <string.h>
 
 #include "clip.h"
-#include "model_internal.h"
 #include "json.h"
 #include "npy.h"
 #include "scorer.h"
+#include "synth.h"
 #include "util.h"
 
 #define DEFAULT_MODEL "openai/clip-vit-base-patch32"
@@ -78,14 +78,9 @@ static int cmd_synth(int argc, char **argv) {
     unsigned long long seed = strtoull(seed_s, &end, 0);
     if (errno || *end || !*seed_s) return usage_error("synth", "bad --seed '%s'", seed_s);
     clip_error e = {0};
-    clip_config cfg;
     char *text;
     size_t len;
     if (clip_read_file(config, 16u << 20, &text, &len, &e)) return die(&e);
-    if (clip_config_parse(text, len, config, &cfg, &e)) {
-        free(text);
-        return die(&e);
-    }
     /* The folder of --out gets config.json too, so it is a loadable model folder. */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", out);
@@ -98,6 +93,12 @@ static int cmd_synth(int argc, char **argv) {
         free(text);
         return die(&e);
     }
+    /* The weights first: an invalid config is refused before anything is written. */
+    double t0 = clip_now();
+    if (synth_write(config, (uint64_t)seed, out, &e)) {
+        free(text);
+        return die(&e);
+    }
     char cfg_out[4200];
     snprintf(cfg_out, sizeof cfg_out, "%s/config.json", dir);
     FILE *f = fopen(cfg_out, "wb");
@@ -107,8 +108,6 @@ static int cmd_synth(int argc, char **argv) {
         return 1;
     }
     free(text);
-    double t0 = clip_now();
-    if (clip_synth_write(&cfg, (uint64_t)seed, out, &e)) return die(&e);
     fprintf(stderr, "clipeval synth: wrote %s (seed 0x%llX) in %.1f s\n", out, seed,
             clip_now() - t0);
     return 0;

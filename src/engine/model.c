@@ -14,6 +14,28 @@
 void clip_model_options_init(clip_model_options *opt) {
     opt->device = CLIP_DEVICE_CPU;
     opt->n_threads = 0;
+    opt->precision = CLIP_PRECISION_FP32;
+}
+
+const char *clip_precision_name(clip_precision p) {
+    switch (p) {
+    case CLIP_PRECISION_FP32: return "fp32";
+    case CLIP_PRECISION_BF16: return "bf16";
+    case CLIP_PRECISION_FP16: return "fp16";
+    }
+    return "unknown";
+}
+
+clip_status clip_precision_parse(const char *name, clip_precision *out, clip_error *err) {
+    static const clip_precision all[] = {CLIP_PRECISION_FP32, CLIP_PRECISION_BF16,
+                                         CLIP_PRECISION_FP16};
+    for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
+        if (!strcmp(name, clip_precision_name(all[i]))) {
+            *out = all[i];
+            return CLIP_OK;
+        }
+    return clip_fail(err, CLIP_ERR_ARG, "unknown precision '%.64s' (fp32, bf16 or fp16)",
+                     name ? name : "(null)");
 }
 
 /* ------------------------------------------------------------------ HF cache */
@@ -314,6 +336,8 @@ static void fill_info(clip_model *m) {
     i->logit_scale = m->w.logit_scale;
     i->dir = m->dir;
     i->device = m->device_name;
+    i->precision = m->precision;
+    i->n_threads = m->n_threads > 0 ? m->n_threads : clip_num_cores();
 }
 
 clip_status clip_model_load(const char *name, const clip_model_options *opt, clip_model **out,
@@ -327,7 +351,13 @@ clip_status clip_model_load(const char *name, const clip_model_options *opt, cli
     clip_model *m = calloc(1, sizeof *m);
     if (!m) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
     m->n_threads = opt->n_threads > 0 ? opt->n_threads : 0;
-    clip_status st = clip_resolve_model_dir(name, m->dir, sizeof m->dir, err);
+    m->precision = opt->precision;
+    clip_status st = CLIP_OK;
+    if (opt->precision != CLIP_PRECISION_FP32 && opt->precision != CLIP_PRECISION_BF16 &&
+        opt->precision != CLIP_PRECISION_FP16)
+        st = clip_fail(err, CLIP_ERR_ARG, "clip_model_load: unknown precision %d",
+                       (int)opt->precision);
+    if (!st) st = clip_resolve_model_dir(name, m->dir, sizeof m->dir, err);
     char path[4200];
     if (!st) st = clip_path_join(path, sizeof path, m->dir, "config.json", err);
     if (!st) st = clip_config_load(path, &m->cfg, err);
@@ -370,6 +400,9 @@ clip_status clip_model_load(const char *name, const clip_model_options *opt, cli
 #endif
         }
     }
+    if (!st && m->precision != CLIP_PRECISION_FP32)
+        st = clip_fail(err, CLIP_ERR_UNSUPPORTED, "precision %s is not available on %s yet",
+                       clip_precision_name(m->precision), m->device_name);
     if (st) {
         clip_model_free(m);
         return st;

@@ -77,6 +77,7 @@ struct clip_model {
     float **owned;         /* tensors converted at load (F16/BF16/F64, unaligned F32) */
     size_t n_owned;
     int n_threads;         /* 0 = all cores */
+    clip_precision precision;
     clip_device device;    /* the backend in use: CPU or CUDA */
     void *cuda;            /* backend_cuda state when device == CUDA */
     char dir[4096];

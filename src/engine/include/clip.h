@@ -64,9 +64,24 @@ typedef enum clip_device {
     CLIP_DEVICE_AUTO = 2 /* CUDA when built with it and a GPU is usable, else CPU */
 } clip_device;
 
+/* Arithmetic of the forward pass. FP32 is the oracle (the default): every golden tolerance holds.
+ * BF16/FP16 store the weights in 16 bits and multiply them with fp32 accumulation; LayerNorm,
+ * softmax, the residual stream and the final normalisation stay fp32. */
+typedef enum clip_precision {
+    CLIP_PRECISION_FP32 = 0,
+    CLIP_PRECISION_BF16 = 1, /* CPU: AVX512-BF16; CUDA: tensor cores */
+    CLIP_PRECISION_FP16 = 2  /* CUDA only */
+} clip_precision;
+
+/* "fp32", "bf16", "fp16". */
+CLIP_API const char *clip_precision_name(clip_precision p);
+/* The inverse; CLIP_ERR_ARG naming the accepted values for anything else. */
+CLIP_API clip_status clip_precision_parse(const char *name, clip_precision *out, clip_error *err);
+
 typedef struct clip_model_options {
     clip_device device;
-    int n_threads; /* CPU threads for one encode call; 0 = all cores */
+    int n_threads;            /* CPU threads for one encode call; 0 = all cores */
+    clip_precision precision; /* FP32 by default; a precision the device cannot run is an error */
 } clip_model_options;
 
 CLIP_API void clip_model_options_init(clip_model_options *opt);
@@ -93,6 +108,8 @@ typedef struct clip_model_info {
     float logit_scale; /* the stored tensor (log scale) */
     const char *dir;   /* the resolved model folder */
     const char *device; /* "cpu" or "cuda:<n> (<name>)" */
+    clip_precision precision; /* what the forward pass runs in */
+    int n_threads;     /* CPU threads one encode call uses (resolved: never 0) */
 } clip_model_info;
 
 CLIP_API const clip_model_info *clip_model_get_info(const clip_model *m);
@@ -122,6 +139,30 @@ CLIP_API clip_status clip_encode_texts(const clip_model *m, const int32_t *ids, 
 
 /* The position HF pools a row of `len` ids at, under this model's config. */
 CLIP_API int clip_text_pool_index(const clip_model *m, const int32_t *ids, int len);
+
+/* ------------------------------------------------------------------ runtime */
+
+/* What the CPU side runs on: the BLAS actually loaded and its kernel family, the thread
+ * counts, and the CPU's vector extensions (CPUID). */
+typedef struct clip_runtime_info {
+    char blas[64];        /* "OpenBLAS 0.3.21" */
+    char blas_core[32];   /* openblas_get_corename(): "Haswell", "SkylakeX", "Prescott", ... */
+    int blas_threads;     /* openblas_get_num_threads() */
+    int omp_threads;      /* omp_get_max_threads() (1 without OpenMP) */
+    int cores;            /* usable cores */
+    int avx2, fma, avx512f, avx512bf16; /* CPUID (0 on other architectures) */
+    char warning[320];    /* empty, or one line naming a slow BLAS kernel choice and the fix */
+} clip_runtime_info;
+
+CLIP_API void clip_runtime_info_get(clip_runtime_info *out);
+
+/* The rule behind clip_runtime_info.warning, separated so it can be tested with any input:
+ * a generic pre-AVX2 OpenBLAS core (Prescott, Core2, Penryn, Dunnington, Nehalem, Atom,
+ * Sandybridge, Barcelona, ...) on a CPU whose CPUID reports AVX2+FMA (or AVX-512) gets a warning
+ * naming `export OPENBLAS_CORETYPE=Haswell` (SkylakeX when AVX-512F, Cooperlake when also
+ * AVX512-BF16). Writes "" when there is nothing to say. Returns the length written. */
+CLIP_API int clip_blas_advice(const char *blas_core, int avx2, int fma, int avx512f,
+                              int avx512bf16, char *buf, size_t cap);
 
 /* ------------------------------------------------------------------ tensors */
 

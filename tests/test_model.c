@@ -412,52 +412,175 @@ Test(debug, vitb32_text, .timeout = 300) {
     debug_text(dir, ddir);
 }
 
-/* ------------------------------------------------------------------ batch invariance */
+/* ------------------------------------------------------------------ the same bits */
 
-Test(batch, vitb32_images_alone_vs_batch_of_7, .timeout = 300) {
+/* The oracle's promise: an item's embedding is the same bits whatever the thread count and
+ * whatever else is in its batch (gemm.h says how). Reference: each item alone, 1 thread. */
+static clip_model *load_with(const char *dir, int threads, clip_cpu_kernel k) {
+    clip_model_options o;
+    clip_model_options_init(&o);
+    o.n_threads = threads;
+    o.cpu_kernel = k;
+    clip_model *m = NULL;
+    clip_error e = {0};
+    cr_assert_eq(clip_model_load(dir, &o, &m, &e), CLIP_OK, "%s", e.msg);
+    return m;
+}
+
+/* Batches of 1, 7 and 34 items (34 = all, in order; 7 = items 10..16), threads 1..4. */
+static void same_bits(const char *dir, int n, int is_text, const void *in, size_t per_item,
+                      int len) {
+    cr_assert(n >= 34, "need 34 items, have %d", n);
+    clip_model *m1 = load_with(dir, 1, CLIP_CPU_KERNEL_AUTO);
+    int E = clip_model_get_info(m1)->embed_dim;
+    float *ref = malloc(sizeof(float) * 34 * (size_t)E), *got = malloc(sizeof(float) * 34 * (size_t)E);
+    clip_error e = {0};
+    const char *what = is_text ? "text" : "image";
+#define ENC(m, first, count, out)                                                                  \
+    (is_text ? clip_encode_texts(m, (const int32_t *)in + (size_t)(first) * per_item, count, len,  \
+                                 NULL, out, &e)                                                    \
+             : clip_encode_images(m, (const float *)in + (size_t)(first) * per_item, count, NULL, \
+                                  out, &e))
+    for (int i = 0; i < 34; i++)
+        cr_assert_eq(ENC(m1, i, 1, ref + (size_t)i * E), CLIP_OK, "%s", e.msg);
+    size_t checked = 0, differing = 0;
+    for (int t = 1; t <= 4; t++) {
+        clip_model *m = t == 1 ? m1 : load_with(dir, t, CLIP_CPU_KERNEL_AUTO);
+        cr_assert_eq(clip_model_get_info(m)->n_threads, t);
+        static const int firsts[3] = {5, 10, 0}, counts[3] = {1, 7, 34};
+        for (int b = 0; b < 3; b++) {
+            cr_assert_eq(ENC(m, firsts[b], counts[b], got), CLIP_OK, "%s", e.msg);
+            for (int i = 0; i < counts[b]; i++) {
+                int item = firsts[b] + i;
+                checked++;
+                if (memcmp(got + (size_t)i * E, ref + (size_t)item * E, sizeof(float) * E)) {
+                    differing++;
+                    cr_expect_fail("%s %d: %d threads, batch of %d: not the same bits as alone on 1 "
+                                   "thread (max diff %.3g)", what, item, t, counts[b],
+                                   gd_max_abs_diff(got + (size_t)i * E, ref + (size_t)item * E,
+                                                   (size_t)E));
+                }
+            }
+        }
+        if (m != m1) clip_model_free(m);
+    }
+#undef ENC
+    fprintf(stderr, "[bits] %s: %zu embeddings over threads 1-4 x batches 1/7/34, %zu differ from "
+            "the 1-thread alone reference (kernel %s)\n", what, checked, differing,
+            clip_model_get_info(m1)->cpu_kernel);
+    free(ref);
+    free(got);
+    clip_model_free(m1);
+}
+
+Test(bits, vitb32_images_any_threads_any_batch, .timeout = 600) {
     char dir[4096];
     tu_synth_dir(dir, sizeof dir, "vitb32-synth");
     int n;
     float *px = tu_vitb32_pixels(&n);
-    cr_assert(n >= 7);
-    clip_model *m = load_model(dir);
-    int E = clip_model_get_info(m)->embed_dim;
-    size_t per = 3 * 224 * 224;
-    float batch[7 * 512], alone[512];
-    clip_error e = {0};
-    cr_assert_eq(clip_encode_images(m, px, 7, NULL, batch, &e), CLIP_OK, "%s", e.msg);
-    for (int i = 0; i < 7; i++) {
-        cr_assert_eq(clip_encode_images(m, px + per * i, 1, NULL, alone, &e), CLIP_OK);
-        double d = gd_max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
-        cr_expect(d <= 1e-6, "image %d: alone vs in a batch of 7 differ by %.3g", i, d);
-    }
+    same_bits(dir, n, 0, px, 3 * 224 * 224, 0);
     free(px);
-    clip_model_free(m);
 }
 
-Test(batch, vitb32_texts_alone_vs_batch_of_7, .timeout = 300) {
+Test(bits, vitb32_texts_any_threads_any_batch, .timeout = 600) {
+    char dir[4096];
+    tu_synth_dir(dir, sizeof dir, "vitb32-synth");
+    int n;
+    int32_t *ids = tu_golden_input_ids(&n);
+    /* texts 60..93: lengths from 3 to 77 tokens, a truncated one among them */
+    same_bits(dir, n - 60, 1, ids + 60 * 77, 77, 77);
+    free(ids);
+}
+
+/* Padding to 77 or not changes nothing: the pooled token only sees its prefix. */
+Test(bits, vitb32_text_padding_irrelevant, .timeout = 300) {
     char dir[4096];
     tu_synth_dir(dir, sizeof dir, "vitb32-synth");
     int n;
     int32_t *ids = tu_golden_input_ids(&n);
     clip_model *m = load_model(dir);
-    int E = clip_model_get_info(m)->embed_dim;
-    /* texts of different lengths in one batch, including a truncated 77-token one */
-    int pick[7] = {0, 63, 64, 120, 200, 250, 280};
-    int32_t b[7 * 77];
-    for (int i = 0; i < 7; i++) memcpy(b + i * 77, ids + pick[i] * 77, sizeof(int32_t) * 77);
-    float batch[7 * 512], alone[512];
+    float a[512], b[512];
     clip_error e = {0};
-    cr_assert_eq(clip_encode_texts(m, b, 7, 77, NULL, batch, &e), CLIP_OK, "%s", e.msg);
-    for (int i = 0; i < 7; i++) {
-        cr_assert_eq(clip_encode_texts(m, b + i * 77, 1, 77, NULL, alone, &e), CLIP_OK);
-        double d = gd_max_abs_diff(alone, batch + (size_t)i * E, (size_t)E);
-        cr_expect(d <= 1e-6, "text %d: alone vs in a batch of 7 differ by %.3g", pick[i], d);
-    }
-    /* Padding to 77 or not changes nothing: the pooled token only sees its prefix. */
     int len0 = clip_text_pool_index(m, ids, 77) + 1;
-    cr_assert_eq(clip_encode_texts(m, ids, 1, len0, NULL, alone, &e), CLIP_OK);
-    cr_expect(gd_max_abs_diff(alone, batch, (size_t)E) <= 1e-6);
+    cr_assert_eq(clip_encode_texts(m, ids, 1, 77, NULL, a, &e), CLIP_OK);
+    cr_assert_eq(clip_encode_texts(m, ids, 1, len0, NULL, b, &e), CLIP_OK);
+    cr_expect(!memcmp(a, b, sizeof(float) * clip_model_get_info(m)->embed_dim));
     free(ids);
     clip_model_free(m);
+}
+
+/* Our three fp32 kernels follow one recipe: the same bits (tiny model, so the slow portable
+ * kernel stays quick); OpenBLAS is only close. */
+Test(bits, tiny_kernels_agree) {
+    char dir[4096], gdir[4096], pv[4200];
+    tiny_dir(dir, sizeof dir);
+    tu_shared_path(gdir, sizeof gdir, "golden/embeddings/tiny-synth");
+    snprintf(pv, sizeof pv, "%s/pixel_values.npy", gdir);
+    npy_array a;
+    tu_load_npy(pv, &a);
+    int n = (int)a.shape[0], nt;
+    int32_t *ids = tu_golden_input_ids(&nt);
+    static const clip_cpu_kernel ks[4] = {CLIP_CPU_KERNEL_PORTABLE, CLIP_CPU_KERNEL_AVX2,
+                                          CLIP_CPU_KERNEL_AVX512, CLIP_CPU_KERNEL_OPENBLAS};
+    float *img[4] = {0}, *txt[4] = {0};
+    int E = 0, ran = 0;
+    for (int k = 0; k < 4; k++) {
+        clip_model_options o;
+        clip_model_options_init(&o);
+        o.cpu_kernel = ks[k];
+        clip_model *m = NULL;
+        clip_error e = {0};
+        clip_status st = clip_model_load(dir, &o, &m, &e);
+        if (st == CLIP_ERR_UNSUPPORTED) { /* this CPU lacks the instructions: said clearly */
+            cr_expect(strstr(e.msg, "cannot run on this CPU") != NULL, "%s", e.msg);
+            fprintf(stderr, "[bits] kernel %d not available here: %s\n", (int)ks[k], e.msg);
+            continue;
+        }
+        cr_assert_eq(st, CLIP_OK, "%s", e.msg);
+        E = clip_model_get_info(m)->embed_dim;
+        img[k] = malloc(sizeof(float) * (size_t)n * E);
+        txt[k] = malloc(sizeof(float) * (size_t)nt * E);
+        cr_assert_eq(clip_encode_images(m, a.data, n, NULL, img[k], &e), CLIP_OK, "%s", e.msg);
+        cr_assert_eq(clip_encode_texts(m, ids, nt, 77, NULL, txt[k], &e), CLIP_OK, "%s", e.msg);
+        clip_model_free(m);
+        ran++;
+    }
+    cr_assert(img[0], "the portable kernel runs everywhere");
+    for (int k = 1; k < 3; k++)
+        if (img[k]) {
+            cr_expect(!memcmp(img[k], img[0], sizeof(float) * (size_t)n * E),
+                      "kernel %d images differ from the portable kernel", (int)ks[k]);
+            cr_expect(!memcmp(txt[k], txt[0], sizeof(float) * (size_t)nt * E),
+                      "kernel %d texts differ from the portable kernel", (int)ks[k]);
+        }
+    double di = gd_max_abs_diff(img[3], img[0], (size_t)n * E);
+    double dt = gd_max_abs_diff(txt[3], txt[0], (size_t)nt * E);
+    fprintf(stderr, "[bits] tiny: %d kernels ran; openblas vs ours: images %.3g, texts %.3g\n",
+            ran, di, dt);
+    cr_expect(di <= 1e-6 && dt <= 1e-6);
+    for (int k = 0; k < 4; k++) {
+        free(img[k]);
+        free(txt[k]);
+    }
+    free(ids);
+    npy_free(&a);
+}
+
+Test(bits, bad_kernel_and_precision_refused) {
+    char dir[4096];
+    tiny_dir(dir, sizeof dir);
+    clip_model_options o;
+    clip_model_options_init(&o);
+    clip_model *m = NULL;
+    clip_error e = {0};
+    o.cpu_kernel = (clip_cpu_kernel)99;
+    cr_expect_eq(clip_model_load(dir, &o, &m, &e), CLIP_ERR_ARG);
+    cr_expect(strstr(e.msg, "cpu_kernel") != NULL, "%s", e.msg);
+    clip_model_options_init(&o);
+    o.precision = CLIP_PRECISION_FP16;
+    cr_expect_eq(clip_model_load(dir, &o, &m, &e), CLIP_ERR_UNSUPPORTED);
+    cr_expect(strstr(e.msg, "fp16") != NULL, "%s", e.msg);
+    o.precision = (clip_precision)7;
+    cr_expect_eq(clip_model_load(dir, &o, &m, &e), CLIP_ERR_ARG);
+    cr_expect_null(m);
 }

@@ -1,6 +1,6 @@
-/* backend.h — the forward pass implementations. backend_cpu.c is the oracle (OpenBLAS sgemm +
- * OpenMP); backend_cuda.cu, built with `make CUDA=1`, runs the same math on an NVIDIA GPU.
- * The public entry points in model.c validate arguments and pick the backend. */
+/* backend.h — the two implementations of the forward pass's operations (forward.h):
+ * backend_cpu.c (our GEMM kernels + OpenMP) and backend_cuda.cu (`make CUDA=1`). Each keeps the
+ * weights in its own form, built once at load. model.c validates arguments and picks one. */
 #ifndef CLIP_BACKEND_H
 #define CLIP_BACKEND_H
 
@@ -10,6 +10,10 @@
 extern "C" {
 #endif
 
+/* Packs the weights for the CPU kernels (m->cpu). */
+clip_status clip_cpu_init(clip_model *m, clip_error *err);
+void clip_cpu_free(clip_model *m);
+const char *clip_cpu_kernel_name(const clip_model *m);
 /* pixels [n, C, S, S]; out [n, E]. */
 clip_status clip_cpu_encode_images(const clip_model *m, const float *pixels, int n,
                                    const clip_encode_options *opt, float *out, clip_error *err);

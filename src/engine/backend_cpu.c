@@ -1,112 +1,67 @@
-/* backend_cpu.c — the CLIP forward pass on the CPU (spec §A), fp32 storage.
+/* backend_cpu.c — the forward pass's operations on the CPU (forward.h), fp32 storage.
  *
- * Large products go through OpenBLAS sgemm (fp32, like PyTorch). The small reductions where
- * float rounding would add error of our own — LayerNorm moments, softmax sums, activations,
- * the final norm — are done in double and rounded once, so our total error stays at or below
- * PyTorch's own fp32 error against the fp64 golden.
+ * Matrix products go through gemm.c (our kernels: one fixed summation recipe, so the bits of a
+ * row never depend on its batch or the thread count). Attention is computed here per sequence
+ * and head with the same property: every score and context value is one chain in a fixed order.
+ * The small reductions where float rounding would add error of our own — LayerNorm moments,
+ * softmax sums, the final norm — are done in double and rounded once, so our total error stays
+ * at or below PyTorch's own fp32 error against the fp64 golden.
  *
- * Threads: our OpenMP loops and OpenBLAS (Debian's OpenMP build) share one thread pool and
- * never nest: an sgemm called inside a parallel region runs single-threaded, and the big
- * sgemm calls run outside any region with the caller's thread count. */
-#include <cblas.h>
+ * Threads: each operation runs one OpenMP parallel loop with the model's thread count (passed
+ * explicitly, never through the caller's OpenMP settings); work is cut along rows, sequences
+ * or heads, never along a sum. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "backend.h"
+#include "forward.h"
+#include "gemm.h"
 #include "util.h"
 
-/* Items per internal chunk: bounds the workspace for any batch size. */
+/* Items per chunk: bounds the work buffers whatever the batch. */
 #define VISION_CHUNK 64
 #define TEXT_CHUNK 256
 
-typedef struct seq {
-    int row0; /* first row in the packed activations */
-    int len;  /* rows (tokens) */
-} seq;
+typedef struct cpu_state {
+    gemm_kernel kernel;
+    int nthreads;
+    gemm_weights *gemms; /* every packed product of the model */
+    size_t ngemms;
+    fwd_layer *layers;   /* vision layers, then text layers */
+    fwd_tower vision, text;
+} cpu_state;
 
-typedef struct trace_ctx {
-    const clip_encode_options *opt;
-    const char *prefix; /* "vision" or "text" */
-    int item0;          /* global index of the chunk's first item */
-} trace_ctx;
+/* The backend context of one encode call. */
+typedef struct cpu_be {
+    int nt; /* threads */
+} cpu_be;
 
-static void trace_rows(const trace_ctx *t, const char *name, const seq *seqs, int nseq,
-                       const float *data, int cols) {
-    if (!t->opt || !t->opt->trace) return;
-    char full[128];
-    snprintf(full, sizeof full, "%s.%s", t->prefix, name);
-    for (int s = 0; s < nseq; s++)
-        t->opt->trace(t->opt->trace_user, full, t->item0 + s,
-                      data + (size_t)seqs[s].row0 * (size_t)cols, seqs[s].len, cols);
+/* ------------------------------------------------------------------ element-wise operations */
+
+static clip_status op_linear(void *be, const fwd_linear *w, const float *x, int rows, float *y,
+                             size_t ldy, clip_error *err) {
+    const cpu_be *b = be;
+    return gemm_run((const gemm_weights *)w->impl, x, rows, (size_t)w->in, y, ldy, b->nt, err);
 }
 
-/* y[rows, out] = x[rows, in] · w[out, in]^T  (biases are added by the elementwise pass that
- * follows, fl(acc + b) exactly as sgemm with beta = 1 on a bias-filled C would give).
- *
- * Threads split the product themselves (rows when there are many, else output columns) and
- * each calls OpenBLAS single-threaded: no spinning/yielding inside sgemm on a busy machine, and
- * each element is the same K-ordered dot product whatever the split, so results do not depend
- * on the thread count. */
-static void linear(const float *x, int rows, int in, const float *w, int out, float *y) {
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-#endif
-    int by_rows = rows >= 64 * nt;
-    int parts = nt;
-    if (!by_rows && out < 64 * nt) parts = 1;
-#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
-    for (int p = 0; p < parts; p++) {
-        if (by_rows) {
-            int r0 = (int)((long long)rows * p / parts), r1 = (int)((long long)rows * (p + 1) / parts);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out, in, 1.0f,
-                        x + (size_t)r0 * in, in, w, in, 0.0f, y + (size_t)r0 * out, out);
-        } else {
-            /* column blocks aligned to 16 floats keep the kernel on its fast path */
-            int c0 = (int)((long long)out * p / parts) & ~15, c1 = p + 1 == parts ? out
-                         : (int)((long long)out * (p + 1) / parts) & ~15;
-            if (c1 > c0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, c1 - c0, in, 1.0f, x, in,
-                            w + (size_t)c0 * in, in, 0.0f, y + c0, out);
-        }
-    }
-}
-
-/* y = (y + b) * scale, row-wise bias (scale 1 is exact). */
-static void bias_scale(float *y, const float *b, int rows, int cols, float scale) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *yr = y + (size_t)r * cols;
-#pragma omp simd
-        for (int c = 0; c < cols; c++) yr[c] = (yr[c] + b[c]) * scale;
-    }
-}
-
-/* h = h + (y + b): the residual add of a biased projection, in HF's rounding order. */
-static void residual_bias(float *h, const float *y, const float *b, int rows, int cols) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *hr = h + (size_t)r * cols;
-        const float *yr = y + (size_t)r * cols;
-#pragma omp simd
-        for (int c = 0; c < cols; c++) hr[c] = hr[c] + (yr[c] + b[c]);
-    }
-}
-
-static void layernorm(const float *x, float *y, int rows, int d, const float *g, const float *b,
-                      double eps) {
-#pragma omp parallel for schedule(static)
+static clip_status op_layernorm(void *be, const float *x, float *y, int rows, int d, fwd_norm n,
+                                double eps, clip_error *err) {
+    (void)err;
+    const cpu_be *b = be;
+#pragma omp parallel for schedule(static) num_threads(b->nt) if (rows > 1)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * d;
         float *yr = y + (size_t)r * d;
         /* two-pass moments in double (spec §A.3); the simd reductions only reorder exact-ish
-         * double sums of float inputs */
+         * double sums of float inputs, the same way for every row */
         double mu = 0.0, var = 0.0;
 #pragma omp simd reduction(+ : mu)
         for (int i = 0; i < d; i++) mu += xr[i];
@@ -119,8 +74,9 @@ static void layernorm(const float *x, float *y, int rows, int d, const float *g,
         var /= d;
         double rstd = 1.0 / sqrt(var + eps);
 #pragma omp simd
-        for (int i = 0; i < d; i++) yr[i] = (float)(((double)xr[i] - mu) * rstd * g[i] + b[i]);
+        for (int i = 0; i < d; i++) yr[i] = (float)(((double)xr[i] - mu) * rstd * n.w[i] + n.b[i]);
     }
+    return CLIP_OK;
 }
 
 /* e^x in float for x in [-87, 88.3], within about 1 ulp (Cephes expf: Cody-Waite reduction and
@@ -156,404 +112,481 @@ static inline float exp_f32(float x) {
     return p * scale.f;
 }
 
-/* x = act(x + b) row-wise. */
-static void bias_activation(float *x, const float *bias, int rows, int cols, clip_act act) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *xr = x + (size_t)r * cols;
+#define EW_BLOCK 4096 /* element-wise work per task */
+
+static clip_status op_activation(void *be, float *x, size_t n, clip_act act, clip_error *err) {
+    (void)err;
+    const cpu_be *b = be;
+    long long blocks = (long long)((n + EW_BLOCK - 1) / EW_BLOCK);
+#pragma omp parallel for schedule(static) num_threads(b->nt) if (blocks > 1)
+    for (long long blk = 0; blk < blocks; blk++) {
+        size_t i0 = (size_t)blk * EW_BLOCK, i1 = i0 + EW_BLOCK < n ? i0 + EW_BLOCK : n;
+        float *v = x + i0;
+        int m = (int)(i1 - i0);
         switch (act) {
         case CLIP_ACT_QUICK_GELU:
             /* x * sigmoid(1.702 x), 1.702 as the float constant HF uses (1.7020000219...) */
 #pragma omp simd
-            for (int c = 0; c < cols; c++) {
-                float v = xr[c] + bias[c];
-                xr[c] = v / (1.0f + exp_f32(-1.702f * v));
-            }
+            for (int c = 0; c < m; c++) v[c] = v[c] / (1.0f + exp_f32(-1.702f * v[c]));
             break;
         case CLIP_ACT_GELU:
-            for (int c = 0; c < cols; c++) {
-                double v = (float)(xr[c] + bias[c]);
-                xr[c] = (float)(0.5 * v * (1.0 + erf(v * 0.70710678118654752440)));
+            for (int c = 0; c < m; c++) {
+                double u = v[c];
+                v[c] = (float)(0.5 * u * (1.0 + erf(u * 0.70710678118654752440)));
             }
             break;
         case CLIP_ACT_GELU_TANH:
-            for (int c = 0; c < cols; c++) {
-                double v = (float)(xr[c] + bias[c]);
-                xr[c] = (float)(0.5 * v *
-                                (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v))));
+            for (int c = 0; c < m; c++) {
+                double u = v[c];
+                v[c] = (float)(0.5 * u *
+                               (1.0 + tanh(0.79788456080286535588 * (u + 0.044715 * u * u * u))));
             }
             break;
         }
-    }
-}
-
-/* Workspace of one chunk, sized for `rows` tokens. */
-typedef struct work {
-    float *h, *a, *q, *k, *v, *ctx, *f;
-    float *scores; /* per thread: max_len * max_len */
-    double *expbuf; /* per thread: max_len softmax numerators */
-    float *zero;    /* tracing only: a zero bias, for passes whose bias was added already */
-    float *probs;  /* tracing only: heads * max_len * max_len per sequence */
-    int max_len, nthreads;
-} work;
-
-static void work_free(work *w) {
-    free(w->h);
-    free(w->a);
-    free(w->q);
-    free(w->k);
-    free(w->v);
-    free(w->ctx);
-    free(w->f);
-    free(w->scores);
-    free(w->expbuf);
-    free(w->zero);
-    free(w->probs);
-    memset(w, 0, sizeof *w);
-}
-
-static clip_status work_alloc(work *w, int rows, int d, int mlp, int max_len, int heads,
-                              int tracing, clip_error *err) {
-    memset(w, 0, sizeof *w);
-    w->nthreads = clip_num_cores();
-    w->max_len = max_len;
-    size_t rd = (size_t)rows * d, rf = (size_t)rows * mlp, ss = (size_t)max_len * max_len;
-    w->h = malloc(rd * sizeof(float));
-    w->a = malloc(rd * sizeof(float));
-    w->q = malloc(rd * sizeof(float));
-    w->k = malloc(rd * sizeof(float));
-    w->v = malloc(rd * sizeof(float));
-    w->ctx = malloc(rd * sizeof(float));
-    w->f = malloc(rf * sizeof(float));
-    w->scores = malloc(ss * (size_t)w->nthreads * sizeof(float));
-    w->expbuf = malloc((size_t)max_len * (size_t)w->nthreads * sizeof(double));
-    if (tracing) {
-        w->probs = calloc(ss * (size_t)heads, sizeof(float));
-        w->zero = calloc((size_t)(mlp > d ? mlp : d), sizeof(float));
-    }
-    if (!w->h || !w->a || !w->q || !w->k || !w->v || !w->ctx || !w->f || !w->scores || !w->expbuf ||
-        (tracing && (!w->probs || !w->zero))) {
-        work_free(w);
-        return clip_fail(err, CLIP_ERR_NOMEM,
-                         "cannot allocate the forward-pass workspace (%d tokens x %d)", rows, mlp);
     }
     return CLIP_OK;
 }
 
-/* Multi-head attention over each sequence: w->ctx = softmax(q k^T + mask) v per head.
- * q is already scaled. Causal: key j visible to query i iff j <= i. */
-static void attention(work *w, const seq *seqs, int nseq, int d, int heads, int causal,
-                      const trace_ctx *t, const char *probs_name) {
-    int hd = d / heads;
-    int tracing = probs_name && w->probs;
-    /* When tracing, sequences are processed one at a time so that probs holds one item. */
-    int s_begin = 0, s_step = tracing ? 1 : nseq;
-    for (; s_begin < nseq; s_begin += s_step) {
-        int pairs = (tracing ? 1 : nseq) * heads;
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int pi = 0; pi < pairs; pi++) {
-            const seq *s = &seqs[s_begin + pi / heads];
-            int h = pi % heads, L = s->len;
-            int tid = 0;
-#ifdef _OPENMP
-            tid = omp_get_thread_num();
-#endif
-            float *sc = w->scores + (size_t)tid * w->max_len * w->max_len;
-            double *ex = w->expbuf + (size_t)tid * w->max_len;
-            const float *Q = w->q + (size_t)s->row0 * d + (size_t)h * hd;
-            const float *K = w->k + (size_t)s->row0 * d + (size_t)h * hd;
-            const float *V = w->v + (size_t)s->row0 * d + (size_t)h * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, hd, 1.0f, Q, d, K, d, 0.0f,
-                        sc, L);
-            for (int i = 0; i < L; i++) {
-                float *row = sc + (size_t)i * L;
-                int nvis = causal ? i + 1 : L;
-                float mx = row[0];
-                for (int j = 1; j < nvis; j++)
-                    if (row[j] > mx) mx = row[j];
-                double sum = 0.0;
-                for (int j = 0; j < nvis; j++) {
-                    ex[j] = exp((double)row[j] - (double)mx);
-                    sum += ex[j];
-                }
-                double inv = 1.0 / sum;
-                for (int j = 0; j < nvis; j++) row[j] = (float)(ex[j] * inv);
-                for (int j = nvis; j < L; j++) row[j] = 0.0f; /* masked keys weigh exactly 0 */
+static clip_status op_residual(void *be, float *h, const float *y, size_t n, clip_error *err) {
+    (void)err;
+    const cpu_be *b = be;
+    long long blocks = (long long)((n + EW_BLOCK - 1) / EW_BLOCK);
+#pragma omp parallel for schedule(static) num_threads(b->nt) if (blocks > 1)
+    for (long long blk = 0; blk < blocks; blk++) {
+        size_t i0 = (size_t)blk * EW_BLOCK, i1 = i0 + EW_BLOCK < n ? i0 + EW_BLOCK : n;
+#pragma omp simd
+        for (size_t i = i0; i < i1; i++) h[i] = h[i] + y[i];
+    }
+    return CLIP_OK;
+}
+
+/* ------------------------------------------------------------------ attention */
+
+#define ATT_LANES 16 /* keys (or context columns) handled together: one AVX-512 vector */
+
+/* Per thread: q row scaled [Dh], keys transposed [Dh][Lp], one row of scores [Lp], its
+ * exponentials [Lp] (double). */
+typedef struct att_scratch {
+    float *qs, *kt, *sc;
+    double *ex;
+} att_scratch;
+
+/* One (sequence, head): ctx[i] = sum_j p_ij v_j, p_i = softmax_j(fl(q_i * scale) . k_j) over the
+ * visible keys. Every score is one chain over c in order, every context value one chain over j
+ * in order, whatever L: a row's result depends only on the rows it attends to. */
+static void attend(const float *qkv, size_t ld, int row0, int L, int d, int h, int dh, float scale,
+                   int causal, float *att, float *probs, att_scratch *w) {
+    const float *Q = qkv + (size_t)row0 * ld + (size_t)h * dh;
+    const float *K = Q + d, *V = Q + 2 * (size_t)d;
+    int Lp = (L + ATT_LANES - 1) / ATT_LANES * ATT_LANES;
+    for (int c = 0; c < dh; c++) {
+        float *kc = w->kt + (size_t)c * Lp;
+        for (int j = 0; j < L; j++) kc[j] = K[(size_t)j * ld + c];
+        for (int j = L; j < Lp; j++) kc[j] = 0.0f;
+    }
+    for (int i = 0; i < L; i++) {
+        int nvis = causal ? i + 1 : L;
+        const float *qi = Q + (size_t)i * ld;
+        for (int c = 0; c < dh; c++) w->qs[c] = qi[c] * scale; /* HF: q_proj(x) * scale */
+        for (int j0 = 0; j0 < nvis; j0 += ATT_LANES) {
+            float acc[ATT_LANES] = {0};
+            for (int c = 0; c < dh; c++) {
+                const float qc = w->qs[c], *kc = w->kt + (size_t)c * Lp + j0;
+#pragma omp simd
+                for (int jj = 0; jj < ATT_LANES; jj++) acc[jj] = acc[jj] + qc * kc[jj];
             }
-            if (tracing)
-                memcpy(w->probs + (size_t)h * L * L, sc, sizeof(float) * (size_t)L * L);
-            float *C = w->ctx + (size_t)s->row0 * d + (size_t)h * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, hd, L, 1.0f, sc, L, V, d, 0.0f,
-                        C, d);
+            memcpy(w->sc + j0, acc, sizeof acc);
         }
-        if (tracing) {
-            const seq *s = &seqs[s_begin];
-            char full[128];
-            snprintf(full, sizeof full, "%s.%s", t->prefix, probs_name);
-            t->opt->trace(t->opt->trace_user, full, t->item0 + s_begin, w->probs, heads * s->len,
-                          s->len);
+        float mx = w->sc[0];
+        for (int j = 1; j < nvis; j++)
+            if (w->sc[j] > mx) mx = w->sc[j];
+        double sum = 0.0;
+        for (int j = 0; j < nvis; j++) {
+            w->ex[j] = exp((double)w->sc[j] - (double)mx);
+            sum += w->ex[j];
+        }
+        double inv = 1.0 / sum;
+        for (int j = 0; j < nvis; j++) w->sc[j] = (float)(w->ex[j] * inv);
+        if (probs) {
+            float *pr = probs + ((size_t)h * L + i) * L;
+            memcpy(pr, w->sc, sizeof(float) * (size_t)nvis);
+            for (int j = nvis; j < L; j++) pr[j] = 0.0f; /* masked keys weigh exactly 0 */
+        }
+        float *out = att + (size_t)(row0 + i) * d + (size_t)h * dh;
+        for (int c0 = 0; c0 < dh; c0 += ATT_LANES) {
+            int cw = dh - c0 < ATT_LANES ? dh - c0 : ATT_LANES;
+            float acc[ATT_LANES] = {0};
+            for (int j = 0; j < nvis; j++) {
+                const float p = w->sc[j], *vj = V + (size_t)j * ld + c0;
+                if (cw == ATT_LANES) {
+#pragma omp simd
+                    for (int cc = 0; cc < ATT_LANES; cc++) acc[cc] = acc[cc] + p * vj[cc];
+                } else {
+                    for (int cc = 0; cc < cw; cc++) acc[cc] = acc[cc] + p * vj[cc];
+                }
+            }
+            memcpy(out + c0, acc, sizeof(float) * (size_t)cw);
         }
     }
 }
 
-/* The pre-LN encoder (spec §A.4) over packed sequences in w->h. */
-static void encoder(work *w, const seq *seqs, int nseq, int rows, const clip_tower_config *tc,
-                    const clip_layer_weights *layers, int causal, const trace_ctx *t) {
-    int d = tc->width, heads = tc->heads, mlp = tc->mlp;
-    float scale = (float)(1.0 / sqrt((double)(d / heads)));
-    int tracing = t->opt && t->opt->trace;
-    char name[96];
-#define TRACE(fmt, data, cols)                                                                     \
-    do {                                                                                           \
-        if (tracing) {                                                                             \
-            snprintf(name, sizeof name, fmt, l);                                                   \
-            trace_rows(t, name, seqs, nseq, data, cols);                                           \
-        }                                                                                          \
-    } while (0)
-    for (int l = 0; l < tc->layers; l++) {
-        const clip_layer_weights *L = &layers[l];
-        layernorm(w->h, w->a, rows, d, L->ln1_w, L->ln1_b, tc->eps);
-        TRACE("layer%d.layer_norm1", w->a, d);
-        linear(w->a, rows, d, L->q_w, d, w->q);
-        linear(w->a, rows, d, L->k_w, d, w->k);
-        linear(w->a, rows, d, L->v_w, d, w->v);
-        /* HF eager scales q after the biased projection: (a Wq^T + bq) * head_dim^-0.5 */
-        if (tracing) { /* q_proj is traced before the scaling: same two roundings, split */
-            bias_scale(w->q, L->q_b, rows, d, 1.0f);
-            TRACE("layer%d.q_proj", w->q, d);
-        }
-        bias_scale(w->q, tracing ? w->zero : L->q_b, rows, d, scale);
-        bias_scale(w->k, L->k_b, rows, d, 1.0f);
-        bias_scale(w->v, L->v_b, rows, d, 1.0f);
-        TRACE("layer%d.k_proj", w->k, d);
-        TRACE("layer%d.v_proj", w->v, d);
-        snprintf(name, sizeof name, "layer%d.attn_probs", l);
-        attention(w, seqs, nseq, d, heads, causal, t, tracing ? name : NULL);
-        TRACE("layer%d.attn_context", w->ctx, d);
-        linear(w->ctx, rows, d, L->o_w, d, w->a);
-        if (tracing) { /* the traced out_proj includes its bias; the residual then adds 0 */
-            bias_scale(w->a, L->o_b, rows, d, 1.0f);
-            TRACE("layer%d.out_proj", w->a, d);
-        }
-        residual_bias(w->h, w->a, tracing ? w->zero : L->o_b, rows, d);
-        layernorm(w->h, w->a, rows, d, L->ln2_w, L->ln2_b, tc->eps);
-        TRACE("layer%d.layer_norm2", w->a, d);
-        linear(w->a, rows, d, L->fc1_w, mlp, w->f);
-        if (tracing) {
-            bias_scale(w->f, L->fc1_b, rows, mlp, 1.0f);
-            TRACE("layer%d.fc1", w->f, mlp);
-        }
-        bias_activation(w->f, tracing ? w->zero : L->fc1_b, rows, mlp, tc->act);
-        linear(w->f, rows, mlp, L->fc2_w, d, w->a);
-        if (tracing) {
-            bias_scale(w->a, L->fc2_b, rows, d, 1.0f);
-            TRACE("layer%d.fc2", w->a, d);
-        }
-        residual_bias(w->h, w->a, tracing ? w->zero : L->fc2_b, rows, d);
-        if (tracing) {
-            snprintf(name, sizeof name, "hidden_states.%d", l + 1);
-            trace_rows(t, name, seqs, nseq, w->h, d);
-        }
+static clip_status op_attention(void *be, const fwd_seqs *s, const float *qkv, int d, int heads,
+                                int causal, float *att, float *probs, clip_error *err) {
+    const cpu_be *b = be;
+    int dh = d / heads, pairs = s->n * heads, nt = b->nt < pairs ? b->nt : pairs;
+    int Lp = (s->max_len + ATT_LANES - 1) / ATT_LANES * ATT_LANES;
+    float scale = (float)(1.0 / sqrt((double)dh));
+    size_t per = (size_t)dh + (size_t)dh * Lp + (size_t)Lp + 2 * (size_t)Lp; /* floats */
+    float *mem = malloc(per * sizeof(float) * (size_t)(nt > 0 ? nt : 1));
+    if (!mem) return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate the attention workspace");
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (int pi = 0; pi < pairs; pi++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *m = mem + per * (size_t)tid;
+        att_scratch w = {m, m + dh, m + dh + (size_t)dh * Lp, NULL};
+        w.ex = (double *)(void *)(w.sc + Lp + (Lp & 1)); /* 8-byte aligned: Lp is even */
+        int si = pi / heads, h = pi % heads;
+        attend(qkv, 3 * (size_t)d, s->row0[si], s->len[si], d, h, dh, scale, causal, att, probs,
+               &w);
     }
-#undef TRACE
+    free(mem);
+    return CLIP_OK;
 }
 
-/* pooled [n, d] -> out [n, E]: projection, then L2 normalisation unless features are asked. */
-static void project(const float *pooled, int n, int d, const float *proj, int E, int features,
-                    float *out, const trace_ctx *t, const char *feat_name, const char *emb_name) {
-    linear(pooled, n, d, proj, E, out);
-    if (t->opt && t->opt->trace)
-        for (int i = 0; i < n; i++)
-            t->opt->trace(t->opt->trace_user, feat_name, t->item0 + i, out + (size_t)i * E, 1, E);
-    if (features) return;
+/* ------------------------------------------------------------------ embeddings, pooling */
+
+static clip_status op_im2col(void *be, const float *pixels, int n, int C, int S, int P,
+                             float *cols, clip_error *err) {
+    (void)err;
+    const cpu_be *b = be;
+    int g = S / P, np = g * g;
+    size_t K = (size_t)C * P * P;
+    long long npatch = (long long)n * np;
+#pragma omp parallel for schedule(static) num_threads(b->nt) if (npatch > 64)
+    for (long long r = 0; r < npatch; r++) {
+        int bi = (int)(r / np), pi = (int)(r % np), py = pi / g, px = pi % g;
+        float *dst = cols + (size_t)r * K;
+        for (int ch = 0; ch < C; ch++)
+            for (int ky = 0; ky < P; ky++) {
+                const float *src = pixels + (((size_t)bi * C + ch) * S + (size_t)py * P + ky) * S +
+                                   (size_t)px * P;
+                memcpy(dst + ((size_t)ch * P + ky) * P, src, sizeof(float) * (size_t)P);
+            }
+    }
+    return CLIP_OK;
+}
+
+static clip_status op_vision_embed(void *be, const float *patches, const float *cls,
+                                   const float *pos, int n, int T, int D, float *h,
+                                   clip_error *err) {
+    (void)be;
+    (void)err;
+    for (int bi = 0; bi < n; bi++) {
+        float *hb = h + (size_t)bi * T * D;
+        for (int i = 0; i < D; i++) hb[i] = cls[i] + pos[i];
+        for (int p = 1; p < T; p++) {
+            const float *e = patches + ((size_t)bi * (T - 1) + (p - 1)) * D;
+            const float *pp = pos + (size_t)p * D;
+            float *hp = hb + (size_t)p * D;
+            for (int i = 0; i < D; i++) hp[i] = e[i] + pp[i];
+        }
+    }
+    return CLIP_OK;
+}
+
+static clip_status op_text_embed(void *be, const fwd_seqs *s, const float *tok, const float *pos,
+                                 int D, float *h, clip_error *err) {
+    (void)be;
+    (void)err;
+    for (int i = 0; i < s->n; i++)
+        for (int p = 0; p < s->len[i]; p++) {
+            int r = s->row0[i] + p;
+            const float *te = tok + (size_t)s->ids[r] * D, *pe = pos + (size_t)p * D;
+            float *hr = h + (size_t)r * D;
+            for (int k = 0; k < D; k++) hr[k] = te[k] + pe[k];
+        }
+    return CLIP_OK;
+}
+
+static clip_status op_gather(void *be, const fwd_seqs *s, const float *src, int D, float *dst,
+                             clip_error *err) {
+    (void)be;
+    (void)err;
+    for (int i = 0; i < s->n; i++)
+        memcpy(dst + (size_t)i * D, src + (size_t)(s->row0[i] + s->pool[i]) * D,
+               sizeof(float) * (size_t)D);
+    return CLIP_OK;
+}
+
+static clip_status op_l2norm(void *be, float *x, int n, int E, clip_error *err) {
+    (void)be;
+    (void)err;
     for (int i = 0; i < n; i++) {
-        float *o = out + (size_t)i * E;
+        float *o = x + (size_t)i * E;
         double ss = 0.0;
         for (int j = 0; j < E; j++) ss += (double)o[j] * o[j];
         double nrm = sqrt(ss); /* no epsilon, as HF: a zero vector gives NaN there too */
         for (int j = 0; j < E; j++) o[j] = (float)(o[j] / nrm);
-        if (t->opt && t->opt->trace) t->opt->trace(t->opt->trace_user, emb_name, t->item0 + i, o, 1, E);
     }
+    return CLIP_OK;
 }
 
-typedef struct thread_scope {
-    int saved;
-} thread_scope;
-
-/* Applies the model's thread count to this calling thread only (OpenMP ICVs are per thread). */
-static thread_scope threads_enter(const clip_model *m) {
-    thread_scope s = {0};
-#ifdef _OPENMP
-    s.saved = omp_get_max_threads();
-    if (m->n_threads > 0) omp_set_num_threads(m->n_threads);
-#else
-    (void)m;
-#endif
-    return s;
+static const float *op_to_host(void *be, const float *x, size_t n, float *scratch,
+                               clip_error *err) {
+    (void)be;
+    (void)n;
+    (void)scratch;
+    (void)err;
+    return x;
 }
 
-static void threads_leave(thread_scope s) {
-#ifdef _OPENMP
-    omp_set_num_threads(s.saved);
-#else
-    (void)s;
-#endif
+static const fwd_ops cpu_ops = {op_linear,  op_layernorm, op_attention,   op_activation,
+                                op_residual, op_im2col,   op_vision_embed, op_text_embed,
+                                op_gather,  op_l2norm,    op_to_host};
+
+/* ------------------------------------------------------------------ model state */
+
+static gemm_kernel kernel_for(const clip_model *m, clip_error *err, clip_status *st) {
+    *st = CLIP_OK;
+    if (m->precision == CLIP_PRECISION_BF16) {
+        if (gemm_kernel_usable(GEMM_AVX512_BF16)) return GEMM_AVX512_BF16;
+        *st = clip_fail(err, CLIP_ERR_UNSUPPORTED,
+                        "precision bf16 on the CPU needs AVX512-BF16 (Zen 4 and later, Sapphire "
+                        "Rapids and later; CPUID 7.1:EAX bit 5), which this CPU does not report; "
+                        "use --precision fp32");
+        return GEMM_OPENBLAS;
+    }
+    if (m->precision != CLIP_PRECISION_FP32) {
+        *st = clip_fail(err, CLIP_ERR_UNSUPPORTED, "precision %s is not available on the CPU "
+                        "(fp32 or bf16)", clip_precision_name(m->precision));
+        return GEMM_OPENBLAS;
+    }
+    gemm_kernel k;
+    switch (m->cpu_kernel) {
+    case CLIP_CPU_KERNEL_AVX512: k = GEMM_AVX512; break;
+    case CLIP_CPU_KERNEL_AVX2: k = GEMM_AVX2; break;
+    case CLIP_CPU_KERNEL_PORTABLE: k = GEMM_PORTABLE; break;
+    case CLIP_CPU_KERNEL_OPENBLAS: k = GEMM_OPENBLAS; break;
+    default: return gemm_kernel_best_fp32();
+    }
+    if (!gemm_kernel_usable(k))
+        *st = clip_fail(err, CLIP_ERR_UNSUPPORTED, "the %s CPU kernel cannot run on this CPU",
+                        gemm_kernel_name(k));
+    return k;
 }
 
-static clip_status vision_chunk(const clip_model *m, const float *pixels, int n, int item0,
-                                const clip_encode_options *opt, float *out, clip_error *err) {
+/* The packed copy replaces the mapped F32 weights for the CPU: give their pages back so a model
+ * does not sit in memory twice (the mapping stays valid; a later read faults the file in). */
+static void release_pages(const clip_model *m, const float *w, size_t n) {
+    const unsigned char *map = m->file.map, *p = (const unsigned char *)w;
+    if (!map || p < map || p + n * sizeof(float) > map + m->file.map_len) return;
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)ps - 1) & ~((uintptr_t)ps - 1);
+    uintptr_t e = ((uintptr_t)p + n * sizeof(float)) & ~((uintptr_t)ps - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+typedef struct packer {
+    clip_model *m;
+    cpu_state *s;
+    clip_error *err;
+} packer;
+
+static clip_status pack(packer *p, fwd_linear *out, int nparts, const float *const *w,
+                        const float *const *b, const int *outs, int in) {
+    gemm_weights *g = &p->s->gemms[p->s->ngemms];
+    clip_status st = gemm_pack(p->s->kernel, nparts, w, b, outs, in, g, p->err);
+    if (st) return st;
+    p->s->ngemms++;
+    out->impl = g;
+    out->in = in;
+    out->out = g->out;
+    if (g->packed) /* copied: the mapped originals are not read again on the CPU */
+        for (int i = 0; i < nparts; i++) release_pages(p->m, w[i], (size_t)outs[i] * in);
+    return CLIP_OK;
+}
+
+static clip_status pack_tower(packer *p, const clip_tower_config *tc,
+                              const clip_layer_weights *lw, fwd_layer *layers) {
+    int D = tc->width, F = tc->mlp;
+    int qkv_out[3] = {D, D, D}, d_out[1] = {D}, f_out[1] = {F};
+    for (int l = 0; l < tc->layers; l++) {
+        const clip_layer_weights *L = &lw[l];
+        fwd_layer *o = &layers[l];
+        o->ln1 = (fwd_norm){L->ln1_w, L->ln1_b};
+        o->ln2 = (fwd_norm){L->ln2_w, L->ln2_b};
+        const float *qw[3] = {L->q_w, L->k_w, L->v_w}, *qb[3] = {L->q_b, L->k_b, L->v_b};
+        clip_status st;
+        if ((st = pack(p, &o->qkv, 3, qw, qb, qkv_out, D)) ||
+            (st = pack(p, &o->o, 1, &L->o_w, &L->o_b, d_out, D)) ||
+            (st = pack(p, &o->fc1, 1, &L->fc1_w, &L->fc1_b, f_out, D)) ||
+            (st = pack(p, &o->fc2, 1, &L->fc2_w, &L->fc2_b, d_out, F)))
+            return st;
+    }
+    return CLIP_OK;
+}
+
+void clip_cpu_free(clip_model *m) {
+    cpu_state *s = m->cpu;
+    if (!s) return;
+    for (size_t i = 0; i < s->ngemms; i++) gemm_free(&s->gemms[i]);
+    free(s->gemms);
+    free(s->layers);
+    free(s);
+    m->cpu = NULL;
+}
+
+clip_status clip_cpu_init(clip_model *m, clip_error *err) {
+    cpu_state *s = calloc(1, sizeof *s);
+    if (!s) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+    m->cpu = s;
+    clip_status st;
+    s->kernel = kernel_for(m, err, &st);
+    if (st) return st;
+    s->nthreads = m->n_threads > 0 ? m->n_threads : clip_num_cores();
     const clip_config *c = &m->cfg;
     const clip_weights *W = &m->w;
-    int D = c->vision.width, P = c->patch_size, S = c->image_size, g = S / P, np = g * g;
-    int T = np + 1, C = c->num_channels, K = C * P * P;
-    int rows = n * T;
-    trace_ctx t = {opt, "vision", item0};
-    int tracing = opt && opt->trace;
-    work w;
-    clip_status st = work_alloc(&w, rows, D, c->vision.mlp > K ? c->vision.mlp : K, T,
-                                c->vision.heads, tracing, err);
-    if (st) return st;
-    seq *seqs = malloc(sizeof(seq) * (size_t)n);
-    if (!seqs) {
-        work_free(&w);
-        return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate sequence table");
+    int Lv = c->vision.layers, Lt = c->text.layers;
+    s->gemms = calloc(4 * (size_t)(Lv + Lt) + 3, sizeof *s->gemms);
+    s->layers = calloc((size_t)(Lv + Lt), sizeof *s->layers);
+    if (!s->gemms || !s->layers) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+    packer p = {m, s, err};
+    fwd_tower *v = &s->vision, *t = &s->text;
+    int Dv = c->vision.width, Dt = c->text.width, E = c->embed_dim;
+    int Kp = c->num_channels * c->patch_size * c->patch_size;
+    if ((st = pack_tower(&p, &c->vision, W->vlayers, s->layers)) ||
+        (st = pack_tower(&p, &c->text, W->tlayers, s->layers + Lv)) ||
+        (st = pack(&p, &v->patch, 1, &W->patch_w, NULL, &Dv, Kp)) ||
+        (st = pack(&p, &v->proj, 1, &W->vproj, NULL, &E, Dv)) ||
+        (st = pack(&p, &t->proj, 1, &W->tproj, NULL, &E, Dt)))
+        return st;
+    v->cfg = &c->vision;
+    v->layers = s->layers;
+    v->final_ln = (fwd_norm){W->post_ln_w, W->post_ln_b};
+    v->cls = W->class_emb;
+    v->pos = W->vpos;
+    v->pre_ln = (fwd_norm){W->pre_ln_w, W->pre_ln_b};
+    t->cfg = &c->text;
+    t->layers = s->layers + Lv;
+    t->final_ln = (fwd_norm){W->final_ln_w, W->final_ln_b};
+    t->tok = W->tok_emb;
+    t->pos = W->tpos;
+    return CLIP_OK;
+}
+
+const char *clip_cpu_kernel_name(const clip_model *m) {
+    const cpu_state *s = m->cpu;
+    return s ? gemm_kernel_name(s->kernel) : "";
+}
+
+/* The work buffers of one chunk, in one allocation. */
+typedef struct chunk_mem {
+    fwd_buffers b;
+    float *host2; /* tracing: strided rows gathered for the observer */
+    float *mem;
+} chunk_mem;
+
+static clip_status chunk_alloc(chunk_mem *cm, int R, int B, int D, int F, size_t f_min, int heads,
+                               int max_len, int tracing, clip_error *err) {
+    memset(cm, 0, sizeof *cm);
+    size_t rd = (size_t)R * D, f = (size_t)R * F > f_min ? (size_t)R * F : f_min;
+    size_t probs = tracing ? (size_t)heads * max_len * max_len : 0;
+    size_t host2 = tracing ? (size_t)max_len * (3 * (size_t)D > (size_t)F ? 3 * (size_t)D : (size_t)F) : 0;
+    size_t sizes[8] = {rd, rd, 3 * rd, rd, rd, f, (size_t)B * D, probs};
+    size_t total = host2;
+    for (int i = 0; i < 8; i++) total += sizes[i];
+    cm->mem = malloc(total * sizeof(float));
+    if (!cm->mem)
+        return clip_fail(err, CLIP_ERR_NOMEM,
+                         "cannot allocate the forward-pass workspace (%.0f MiB for %d tokens)",
+                         (double)total * 4 / 1048576.0, R);
+    float *p = cm->mem;
+    float **slots[8] = {&cm->b.h, &cm->b.x, &cm->b.qkv, &cm->b.att, &cm->b.y, &cm->b.f,
+                        &cm->b.pooled, &cm->b.probs};
+    for (int i = 0; i < 8; i++) {
+        *slots[i] = sizes[i] ? p : NULL;
+        p += sizes[i];
     }
-    for (int b = 0; b < n; b++) {
-        seqs[b].row0 = b * T;
-        seqs[b].len = T;
-    }
-    /* Patch embedding = one GEMM over im2col rows (b, py, px) x (c, ky, kx), the order of
-     * the conv weight [D, C, P, P]. w.f is big enough: n*np rows of K floats. */
-    float *cols = w.f;
-    long long npatch = (long long)n * np;
-#pragma omp parallel for schedule(static)
-    for (long long r = 0; r < npatch; r++) {
-        int b = (int)(r / np), pi = (int)(r % np), py = pi / g, px = pi % g;
-        float *dst = cols + (size_t)r * K;
-        for (int ch = 0; ch < C; ch++)
-            for (int ky = 0; ky < P; ky++) {
-                const float *src =
-                    pixels + (((size_t)b * C + ch) * S + (size_t)py * P + ky) * S + (size_t)px * P;
-                memcpy(dst + ((size_t)ch * P + ky) * P, src, sizeof(float) * (size_t)P);
-            }
-    }
-    linear(cols, (int)npatch, K, W->patch_w, D, w.a);
-    if (tracing)
-        for (int b = 0; b < n; b++)
-            opt->trace(opt->trace_user, "vision.patch_conv", item0 + b, w.a + (size_t)b * np * D, np,
-                       D);
-    for (int b = 0; b < n; b++) {
-        float *h = w.h + (size_t)b * T * D;
-        for (int i = 0; i < D; i++) h[i] = W->class_emb[i] + W->vpos[i];
-        for (int p = 0; p < np; p++) {
-            const float *e = w.a + ((size_t)b * np + p) * D;
-            const float *pos = W->vpos + (size_t)(p + 1) * D;
-            float *hp = h + (size_t)(p + 1) * D;
-            for (int i = 0; i < D; i++) hp[i] = e[i] + pos[i];
-        }
-    }
-    trace_rows(&t, "embeddings", seqs, n, w.h, D);
-    layernorm(w.h, w.h, rows, D, W->pre_ln_w, W->pre_ln_b, c->vision.eps);
-    trace_rows(&t, "pre_layrnorm", seqs, n, w.h, D);
-    trace_rows(&t, "hidden_states.0", seqs, n, w.h, D);
-    encoder(&w, seqs, n, rows, &c->vision, W->vlayers, 0, &t);
-    /* post_layernorm on the CLS rows only. */
-    float *cls = w.a, *pooled = w.q;
-    for (int b = 0; b < n; b++)
-        memcpy(cls + (size_t)b * D, w.h + (size_t)b * T * D, sizeof(float) * (size_t)D);
-    if (tracing)
-        for (int b = 0; b < n; b++)
-            opt->trace(opt->trace_user, "vision.pooled_cls_pre_ln", item0 + b, cls + (size_t)b * D,
-                       1, D);
-    layernorm(cls, pooled, n, D, W->post_ln_w, W->post_ln_b, c->vision.eps);
-    if (tracing)
-        for (int b = 0; b < n; b++)
-            opt->trace(opt->trace_user, "vision.pooled", item0 + b, pooled + (size_t)b * D, 1, D);
-    project(pooled, n, D, W->vproj, c->embed_dim, opt && (opt->flags & CLIP_EMBED_FEATURES), out,
-            &t, "image_features", "image_embeds");
-    free(seqs);
-    work_free(&w);
+    cm->host2 = host2 ? p : NULL;
     return CLIP_OK;
 }
 
 clip_status clip_cpu_encode_images(const clip_model *m, const float *pixels, int n,
                                    const clip_encode_options *opt, float *out, clip_error *err) {
+    const cpu_state *s = m->cpu;
     const clip_config *c = &m->cfg;
-    size_t per_img = (size_t)c->num_channels * c->image_size * c->image_size;
-    thread_scope ts = threads_enter(m);
+    cpu_be be = {s->nthreads};
+    int S = c->image_size, P = c->patch_size, G = S / P, Np = G * G, T = Np + 1;
+    int D = c->vision.width, E = c->embed_dim, Kp = c->num_channels * P * P;
+    size_t pix = (size_t)c->num_channels * S * S;
+    int tracing = opt && opt->trace;
+    int row0[VISION_CHUNK], len[VISION_CHUNK], pool[VISION_CHUNK];
     clip_status st = CLIP_OK;
     for (int i0 = 0; i0 < n && !st; i0 += VISION_CHUNK) {
-        int nb = n - i0 < VISION_CHUNK ? n - i0 : VISION_CHUNK;
-        st = vision_chunk(m, pixels + per_img * i0, nb, i0, opt,
-                          out + (size_t)i0 * c->embed_dim, err);
-    }
-    threads_leave(ts);
-    return st;
-}
-
-static clip_status text_chunk(const clip_model *m, const int32_t *ids, int n, int len,
-                              const int *pool, int item0, const clip_encode_options *opt,
-                              float *out, clip_error *err) {
-    const clip_config *c = &m->cfg;
-    const clip_weights *W = &m->w;
-    int D = c->text.width;
-    int tracing = opt && opt->trace;
-    trace_ctx t = {opt, "text", item0};
-    seq *seqs = malloc(sizeof(seq) * (size_t)n);
-    if (!seqs) return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate sequence table");
-    /* Row i runs positions 0..pool[i] only: with the causal mask, later tokens cannot change
-     * the pooled one. Tracing runs the full `len` so every hidden row can be compared. */
-    int rows = 0, max_len = 1;
-    for (int i = 0; i < n; i++) {
-        seqs[i].row0 = rows;
-        seqs[i].len = tracing ? len : pool[i] + 1;
-        rows += seqs[i].len;
-        if (seqs[i].len > max_len) max_len = seqs[i].len;
-    }
-    work w;
-    clip_status st = work_alloc(&w, rows, D, c->text.mlp, max_len, c->text.heads, tracing, err);
-    if (st) {
-        free(seqs);
-        return st;
-    }
-    for (int i = 0; i < n; i++)
-        for (int p = 0; p < seqs[i].len; p++) {
-            const float *te = W->tok_emb + (size_t)ids[(size_t)i * len + p] * D;
-            const float *pe = W->tpos + (size_t)p * D;
-            float *h = w.h + (size_t)(seqs[i].row0 + p) * D;
-            for (int k = 0; k < D; k++) h[k] = te[k] + pe[k];
+        int B = n - i0 < VISION_CHUNK ? n - i0 : VISION_CHUNK;
+        for (int b = 0; b < B; b++) {
+            row0[b] = b * T;
+            len[b] = T;
+            pool[b] = 0; /* CLS */
         }
-    trace_rows(&t, "hidden_states.0", seqs, n, w.h, D);
-    encoder(&w, seqs, n, rows, &c->text, W->tlayers, 1, &t);
-    if (tracing) {
-        layernorm(w.h, w.a, rows, D, W->final_ln_w, W->final_ln_b, c->text.eps);
-        trace_rows(&t, "final_layer_norm", seqs, n, w.a, D);
+        fwd_seqs seqs = {B, B * T, T, row0, len, pool, NULL, NULL};
+        chunk_mem cm;
+        st = chunk_alloc(&cm, B * T, B, D, c->vision.mlp, (size_t)B * Np * Kp, c->vision.heads, T,
+                         tracing, err);
+        if (st) break;
+        cm.b.out = out + (size_t)i0 * E;
+        fwd_ctx ctx = {&cpu_ops, &be, c, opt, i0, NULL, cm.host2};
+        st = fwd_vision(&ctx, &s->vision, &seqs, pixels + pix * i0, &cm.b, err);
+        free(cm.mem);
     }
-    float *pre = w.q, *pooled = w.k;
-    for (int i = 0; i < n; i++)
-        memcpy(pre + (size_t)i * D, w.h + (size_t)(seqs[i].row0 + pool[i]) * D,
-               sizeof(float) * (size_t)D);
-    layernorm(pre, pooled, n, D, W->final_ln_w, W->final_ln_b, c->text.eps);
-    if (tracing)
-        for (int i = 0; i < n; i++)
-            opt->trace(opt->trace_user, "text.pooled", item0 + i, pooled + (size_t)i * D, 1, D);
-    project(pooled, n, D, W->tproj, c->embed_dim, opt && (opt->flags & CLIP_EMBED_FEATURES), out,
-            &t, "text_features", "text_embeds");
-    work_free(&w);
-    free(seqs);
-    return CLIP_OK;
+    return st;
 }
 
 clip_status clip_cpu_encode_texts(const clip_model *m, const int32_t *ids, int n, int len,
                                   const int *pool, const clip_encode_options *opt, float *out,
                                   clip_error *err) {
-    thread_scope ts = threads_enter(m);
+    const cpu_state *s = m->cpu;
+    const clip_config *c = &m->cfg;
+    cpu_be be = {s->nthreads};
+    int D = c->text.width, E = c->embed_dim;
+    int tracing = opt && opt->trace;
+    int *tab = malloc(sizeof(int) * 3 * TEXT_CHUNK);
+    int32_t *rowids = malloc(sizeof(int32_t) * (size_t)TEXT_CHUNK * (size_t)len);
+    if (!tab || !rowids) {
+        free(tab);
+        free(rowids);
+        return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate the token table");
+    }
+    int *row0 = tab, *lens = tab + TEXT_CHUNK, *pools = tab + 2 * TEXT_CHUNK;
     clip_status st = CLIP_OK;
     for (int i0 = 0; i0 < n && !st; i0 += TEXT_CHUNK) {
-        int nb = n - i0 < TEXT_CHUNK ? n - i0 : TEXT_CHUNK;
-        st = text_chunk(m, ids + (size_t)i0 * len, nb, len, pool + i0, i0, opt,
-                        out + (size_t)i0 * m->cfg.embed_dim, err);
+        int B = n - i0 < TEXT_CHUNK ? n - i0 : TEXT_CHUNK;
+        /* Row i runs positions 0..pool only: with the causal mask, later tokens cannot change
+         * the pooled one. A traced run computes all `len` positions (to report them); rows
+         * 0..pool come out the same either way. */
+        int rows = 0, max_len = 1;
+        for (int i = 0; i < B; i++) {
+            row0[i] = rows;
+            lens[i] = tracing ? len : pool[i0 + i] + 1;
+            pools[i] = pool[i0 + i];
+            memcpy(rowids + rows, ids + (size_t)(i0 + i) * len, sizeof(int32_t) * (size_t)lens[i]);
+            rows += lens[i];
+            if (lens[i] > max_len) max_len = lens[i];
+        }
+        fwd_seqs seqs = {B, rows, max_len, row0, lens, pools, rowids, NULL};
+        chunk_mem cm;
+        st = chunk_alloc(&cm, rows, B, D, c->text.mlp, 0, c->text.heads, max_len, tracing, err);
+        if (st) break;
+        cm.b.out = out + (size_t)i0 * E;
+        fwd_ctx ctx = {&cpu_ops, &be, c, opt, i0, NULL, cm.host2};
+        st = fwd_text(&ctx, &s->text, &seqs, &cm.b, err);
+        free(cm.mem);
     }
-    threads_leave(ts);
+    free(tab);
+    free(rowids);
     return st;
 }

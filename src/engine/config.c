@@ -1,4 +1,4 @@
-/* config.c — config.json of a CLIPModel: hyper-parameters, validation, the tensor list. */
+/* config.c — config.json of a CLIPModel: hyper-parameters and their validation. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,93 +150,6 @@ clip_status clip_config_load(const char *path, clip_config *cfg, clip_error *err
     st = clip_config_parse(text, len, path, cfg, err);
     free(text);
     return st;
-}
-
-static int spec_cmp(const void *a, const void *b) {
-    return strcmp(((const clip_tensor_info *)a)->name, ((const clip_tensor_info *)b)->name);
-}
-
-typedef struct spec_list {
-    clip_tensor_info *v;
-    size_t n, cap;
-} spec_list;
-
-static void add_spec(spec_list *l, clip_tensor_role kind, int64_t fan_in, int ndim, int64_t d0,
-                     int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...) CLIP_PRINTF(9, 10);
-
-static void add_spec(spec_list *l, clip_tensor_role kind, int64_t fan_in, int ndim, int64_t d0,
-                     int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...) {
-    if (l->n == l->cap) return; /* sized exactly in advance */
-    clip_tensor_info *s = &l->v[l->n++];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(s->name, sizeof s->name, fmt, ap);
-    va_end(ap);
-    s->role = kind;
-    s->fan_in = fan_in;
-    s->ndim = ndim;
-    s->shape[0] = d0;
-    s->shape[1] = d1;
-    s->shape[2] = d2;
-    s->shape[3] = d3;
-}
-
-static void add_layers(spec_list *l, const char *tower, const clip_tower_config *t) {
-    int64_t H = t->width, I = t->mlp;
-    static const char *proj[4] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-    for (int i = 0; i < t->layers; i++) {
-        const char *p = tower;
-        for (int k = 0; k < 4; k++) {
-            add_spec(l, CLIP_TENSOR_LINEAR, H, 2, H, H, 0, 0, "%s.encoder.layers.%d.self_attn.%s.weight",
-                     p, i, proj[k]);
-            add_spec(l, CLIP_TENSOR_BIAS, 0, 1, H, 0, 0, 0, "%s.encoder.layers.%d.self_attn.%s.bias", p,
-                     i, proj[k]);
-        }
-        for (int k = 1; k <= 2; k++) {
-            add_spec(l, CLIP_TENSOR_NORM, 0, 1, H, 0, 0, 0, "%s.encoder.layers.%d.layer_norm%d.weight", p,
-                     i, k);
-            add_spec(l, CLIP_TENSOR_BIAS, 0, 1, H, 0, 0, 0, "%s.encoder.layers.%d.layer_norm%d.bias", p,
-                     i, k);
-        }
-        add_spec(l, CLIP_TENSOR_LINEAR, H, 2, I, H, 0, 0, "%s.encoder.layers.%d.mlp.fc1.weight", p, i);
-        add_spec(l, CLIP_TENSOR_BIAS, 0, 1, I, 0, 0, 0, "%s.encoder.layers.%d.mlp.fc1.bias", p, i);
-        add_spec(l, CLIP_TENSOR_LINEAR, I, 2, H, I, 0, 0, "%s.encoder.layers.%d.mlp.fc2.weight", p, i);
-        add_spec(l, CLIP_TENSOR_BIAS, 0, 1, H, 0, 0, 0, "%s.encoder.layers.%d.mlp.fc2.bias", p, i);
-    }
-}
-
-clip_status clip_tensor_table(const clip_config *cfg, clip_tensor_info **specs, size_t *n,
-                              clip_error *err) {
-    size_t total = 14 + 16 * (size_t)cfg->vision.layers + 16 * (size_t)cfg->text.layers;
-    spec_list l = {calloc(total, sizeof(clip_tensor_info)), 0, total};
-    if (!l.v) return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate the tensor list");
-    int64_t Dv = cfg->vision.width, Dt = cfg->text.width, E = cfg->embed_dim;
-    int64_t P = cfg->patch_size, C = cfg->num_channels;
-    int64_t grid = cfg->image_size / cfg->patch_size;
-    add_spec(&l, CLIP_TENSOR_EMBEDDING, 0, 2, cfg->vocab_size, Dt, 0, 0,
-             "text_model.embeddings.token_embedding.weight");
-    add_spec(&l, CLIP_TENSOR_EMBEDDING, 0, 2, cfg->context_length, Dt, 0, 0,
-             "text_model.embeddings.position_embedding.weight");
-    add_layers(&l, "text_model", &cfg->text);
-    add_spec(&l, CLIP_TENSOR_NORM, 0, 1, Dt, 0, 0, 0, "text_model.final_layer_norm.weight");
-    add_spec(&l, CLIP_TENSOR_BIAS, 0, 1, Dt, 0, 0, 0, "text_model.final_layer_norm.bias");
-    add_spec(&l, CLIP_TENSOR_EMBEDDING, 0, 1, Dv, 0, 0, 0, "vision_model.embeddings.class_embedding");
-    add_spec(&l, CLIP_TENSOR_LINEAR, C * P * P, 4, Dv, C, P, P,
-             "vision_model.embeddings.patch_embedding.weight");
-    add_spec(&l, CLIP_TENSOR_EMBEDDING, 0, 2, grid * grid + 1, Dv, 0, 0,
-             "vision_model.embeddings.position_embedding.weight");
-    add_spec(&l, CLIP_TENSOR_NORM, 0, 1, Dv, 0, 0, 0, "vision_model.pre_layrnorm.weight");
-    add_spec(&l, CLIP_TENSOR_BIAS, 0, 1, Dv, 0, 0, 0, "vision_model.pre_layrnorm.bias");
-    add_layers(&l, "vision_model", &cfg->vision);
-    add_spec(&l, CLIP_TENSOR_NORM, 0, 1, Dv, 0, 0, 0, "vision_model.post_layernorm.weight");
-    add_spec(&l, CLIP_TENSOR_BIAS, 0, 1, Dv, 0, 0, 0, "vision_model.post_layernorm.bias");
-    add_spec(&l, CLIP_TENSOR_LINEAR, Dv, 2, E, Dv, 0, 0, "visual_projection.weight");
-    add_spec(&l, CLIP_TENSOR_LINEAR, Dt, 2, E, Dt, 0, 0, "text_projection.weight");
-    add_spec(&l, CLIP_TENSOR_SCALAR, 0, 0, 0, 0, 0, 0, "logit_scale");
-    qsort(l.v, l.n, sizeof *l.v, spec_cmp);
-    *specs = l.v;
-    *n = l.n;
-    return CLIP_OK;
 }
 
 int clip_pool_index(const clip_config *cfg, const int32_t *ids, int len) {

@@ -15,6 +15,7 @@ void clip_model_options_init(clip_model_options *opt) {
     opt->device = CLIP_DEVICE_CPU;
     opt->n_threads = 0;
     opt->precision = CLIP_PRECISION_FP32;
+    opt->cpu_kernel = CLIP_CPU_KERNEL_AUTO;
 }
 
 const char *clip_precision_name(clip_precision p) {
@@ -228,89 +229,25 @@ static clip_status bind(clip_model *m, const clip_tensor_info *spec, const float
     return keep_owned(m, dst, err);
 }
 
-static clip_status bind_layers(clip_model *m, const char *tower, int nlayers,
-                               clip_layer_weights **out, const clip_tensor_info *specs,
-                               size_t nspecs, clip_error *err) {
-    *out = calloc((size_t)nlayers, sizeof **out);
-    if (!*out) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
-    static const struct {
-        const char *suffix;
-        size_t off;
-    } fields[] = {
-        {"layer_norm1.weight", offsetof(clip_layer_weights, ln1_w)},
-        {"layer_norm1.bias", offsetof(clip_layer_weights, ln1_b)},
-        {"self_attn.q_proj.weight", offsetof(clip_layer_weights, q_w)},
-        {"self_attn.q_proj.bias", offsetof(clip_layer_weights, q_b)},
-        {"self_attn.k_proj.weight", offsetof(clip_layer_weights, k_w)},
-        {"self_attn.k_proj.bias", offsetof(clip_layer_weights, k_b)},
-        {"self_attn.v_proj.weight", offsetof(clip_layer_weights, v_w)},
-        {"self_attn.v_proj.bias", offsetof(clip_layer_weights, v_b)},
-        {"self_attn.out_proj.weight", offsetof(clip_layer_weights, o_w)},
-        {"self_attn.out_proj.bias", offsetof(clip_layer_weights, o_b)},
-        {"layer_norm2.weight", offsetof(clip_layer_weights, ln2_w)},
-        {"layer_norm2.bias", offsetof(clip_layer_weights, ln2_b)},
-        {"mlp.fc1.weight", offsetof(clip_layer_weights, fc1_w)},
-        {"mlp.fc1.bias", offsetof(clip_layer_weights, fc1_b)},
-        {"mlp.fc2.weight", offsetof(clip_layer_weights, fc2_w)},
-        {"mlp.fc2.bias", offsetof(clip_layer_weights, fc2_b)},
-    };
-    for (int l = 0; l < nlayers; l++)
-        for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
-            char name[128];
-            snprintf(name, sizeof name, "%s.encoder.layers.%d.%s", tower, l, fields[f].suffix);
-            const clip_tensor_info *spec = NULL;
-            for (size_t i = 0; i < nspecs && !spec; i++)
-                if (!strcmp(specs[i].name, name)) spec = &specs[i];
-            if (!spec) return clip_fail(err, CLIP_ERR_ARG, "internal: no spec for %s", name);
-            clip_status st =
-                bind(m, spec, (const float **)((char *)&(*out)[l] + fields[f].off), err);
-            if (st) return st;
-        }
-    return CLIP_OK;
+static clip_status bind_one(void *user, const clip_tensor_info *spec, const float **dest,
+                            int optional, clip_error *err) {
+    clip_model *m = user;
+    if (!dest) { /* logit_scale: optional for encoding, read when it is a plain F32 scalar */
+        const st_tensor *t = st_find(&m->file, spec->name);
+        if (t && t->nelem == 1 && t->dtype == ST_F32) memcpy(&m->w.logit_scale, t->data, 4);
+        return CLIP_OK;
+    }
+    if (optional && !st_find(&m->file, spec->name)) return CLIP_OK;
+    return bind(m, spec, dest, err);
 }
 
 static clip_status bind_all(clip_model *m, clip_error *err) {
-    clip_tensor_info *specs;
-    size_t n;
-    clip_status st = clip_tensor_table(&m->cfg, &specs, &n, err);
-    if (st) return st;
     clip_weights *W = &m->w;
-    static const struct {
-        const char *name;
-        size_t off;
-    } top[] = {
-        {"vision_model.embeddings.class_embedding", offsetof(clip_weights, class_emb)},
-        {"vision_model.embeddings.patch_embedding.weight", offsetof(clip_weights, patch_w)},
-        {"vision_model.embeddings.position_embedding.weight", offsetof(clip_weights, vpos)},
-        {"vision_model.pre_layrnorm.weight", offsetof(clip_weights, pre_ln_w)},
-        {"vision_model.pre_layrnorm.bias", offsetof(clip_weights, pre_ln_b)},
-        {"vision_model.post_layernorm.weight", offsetof(clip_weights, post_ln_w)},
-        {"vision_model.post_layernorm.bias", offsetof(clip_weights, post_ln_b)},
-        {"visual_projection.weight", offsetof(clip_weights, vproj)},
-        {"text_model.embeddings.token_embedding.weight", offsetof(clip_weights, tok_emb)},
-        {"text_model.embeddings.position_embedding.weight", offsetof(clip_weights, tpos)},
-        {"text_model.final_layer_norm.weight", offsetof(clip_weights, final_ln_w)},
-        {"text_model.final_layer_norm.bias", offsetof(clip_weights, final_ln_b)},
-        {"text_projection.weight", offsetof(clip_weights, tproj)},
-    };
-    for (size_t i = 0; i < sizeof top / sizeof top[0] && !st; i++) {
-        const clip_tensor_info *spec = NULL;
-        for (size_t k = 0; k < n && !spec; k++)
-            if (!strcmp(specs[k].name, top[i].name)) spec = &specs[k];
-        st = spec ? bind(m, spec, (const float **)((char *)W + top[i].off), err)
-                  : clip_fail(err, CLIP_ERR_ARG, "internal: no spec for %s", top[i].name);
-    }
-    if (!st)
-        st = bind_layers(m, "vision_model", m->cfg.vision.layers, &W->vlayers, specs, n, err);
-    if (!st) st = bind_layers(m, "text_model", m->cfg.text.layers, &W->tlayers, specs, n, err);
-    /* logit_scale is optional for encoding (unused by the scorer); read it when present. */
+    W->vlayers = calloc((size_t)m->cfg.vision.layers, sizeof *W->vlayers);
+    W->tlayers = calloc((size_t)m->cfg.text.layers, sizeof *W->tlayers);
+    if (!W->vlayers || !W->tlayers) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
     W->logit_scale = 0.0f;
-    if (!st) {
-        const st_tensor *t = st_find(&m->file, "logit_scale");
-        if (t && t->nelem == 1 && t->dtype == ST_F32) memcpy(&W->logit_scale, t->data, 4);
-    }
-    free(specs);
-    return st;
+    return clip_tensor_walk(&m->cfg, W, bind_one, m, err);
 }
 
 static void fill_info(clip_model *m) {
@@ -338,6 +275,7 @@ static void fill_info(clip_model *m) {
     i->device = m->device_name;
     i->precision = m->precision;
     i->n_threads = m->n_threads > 0 ? m->n_threads : clip_num_cores();
+    i->cpu_kernel = clip_cpu_kernel_name(m);
 }
 
 clip_status clip_model_load(const char *name, const clip_model_options *opt, clip_model **out,
@@ -352,11 +290,15 @@ clip_status clip_model_load(const char *name, const clip_model_options *opt, cli
     if (!m) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
     m->n_threads = opt->n_threads > 0 ? opt->n_threads : 0;
     m->precision = opt->precision;
+    m->cpu_kernel = opt->cpu_kernel;
     clip_status st = CLIP_OK;
     if (opt->precision != CLIP_PRECISION_FP32 && opt->precision != CLIP_PRECISION_BF16 &&
         opt->precision != CLIP_PRECISION_FP16)
         st = clip_fail(err, CLIP_ERR_ARG, "clip_model_load: unknown precision %d",
                        (int)opt->precision);
+    if (!st && (opt->cpu_kernel < CLIP_CPU_KERNEL_AUTO || opt->cpu_kernel > CLIP_CPU_KERNEL_OPENBLAS))
+        st = clip_fail(err, CLIP_ERR_ARG, "clip_model_load: unknown cpu_kernel %d",
+                       (int)opt->cpu_kernel);
     if (!st) st = clip_resolve_model_dir(name, m->dir, sizeof m->dir, err);
     char path[4200];
     if (!st) st = clip_path_join(path, sizeof path, m->dir, "config.json", err);
@@ -399,10 +341,8 @@ clip_status clip_model_load(const char *name, const clip_model_options *opt, cli
                                "(rebuild with `make CUDA=1`)");
 #endif
         }
+        if (!st && m->device == CLIP_DEVICE_CPU) st = clip_cpu_init(m, err);
     }
-    if (!st && m->precision != CLIP_PRECISION_FP32)
-        st = clip_fail(err, CLIP_ERR_UNSUPPORTED, "precision %s is not available on %s yet",
-                       clip_precision_name(m->precision), m->device_name);
     if (st) {
         clip_model_free(m);
         return st;
@@ -417,6 +357,7 @@ void clip_model_free(clip_model *m) {
 #ifdef CLIP_WITH_CUDA
     if (m->cuda) clip_cuda_free(m);
 #endif
+    clip_cpu_free(m);
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->w.vlayers);

@@ -44,6 +44,15 @@ clip_status clip_config_load(const char *path, clip_config *cfg, clip_error *err
 clip_status clip_tensor_table(const clip_config *cfg, clip_tensor_info **specs, size_t *n,
                               clip_error *err);
 
+/* Visits every tensor of the table (tensors.c) in table order. With weights w, dest is where
+ * the loader stores the tensor's data (NULL for tensors it keeps nowhere, such as logit_scale);
+ * optional: the loader accepts its absence. */
+struct clip_weights;
+typedef clip_status (*clip_tensor_visit)(void *user, const clip_tensor_info *spec,
+                                         const float **dest, int optional, clip_error *err);
+clip_status clip_tensor_walk(const clip_config *cfg, struct clip_weights *w,
+                             clip_tensor_visit fn, void *user, clip_error *err);
+
 /* Weights of one encoder layer; all [out, in] row-major, as HF stores them. */
 typedef struct clip_layer_weights {
     const float *ln1_w, *ln1_b;
@@ -79,7 +88,9 @@ struct clip_model {
     int n_threads;         /* 0 = all cores */
     clip_precision precision;
     clip_device device;    /* the backend in use: CPU or CUDA */
+    void *cpu;             /* backend_cpu state (packed weights) when device == CPU */
     void *cuda;            /* backend_cuda state when device == CUDA */
+    clip_cpu_kernel cpu_kernel; /* asked for (options) */
     char dir[4096];
     char device_name[160];
 };

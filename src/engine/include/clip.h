@@ -78,10 +78,22 @@ CLIP_API const char *clip_precision_name(clip_precision p);
 /* The inverse; CLIP_ERR_ARG naming the accepted values for anything else. */
 CLIP_API clip_status clip_precision_parse(const char *name, clip_precision *out, clip_error *err);
 
+/* The CPU's matrix-product kernels. Ours (AVX-512, AVX2, portable) compute every element by one
+ * fixed recipe, so results are bit-identical whatever the batch, the thread count and which of
+ * them runs; OpenBLAS is fast everywhere, but its bits depend on the batch. */
+typedef enum clip_cpu_kernel {
+    CLIP_CPU_KERNEL_AUTO = 0, /* AVX-512, else AVX2+FMA, else OpenBLAS */
+    CLIP_CPU_KERNEL_AVX512,
+    CLIP_CPU_KERNEL_AVX2,
+    CLIP_CPU_KERNEL_PORTABLE, /* C99 fmaf: slow, but the same bits on any CPU with FMA */
+    CLIP_CPU_KERNEL_OPENBLAS
+} clip_cpu_kernel;
+
 typedef struct clip_model_options {
     clip_device device;
     int n_threads;            /* CPU threads for one encode call; 0 = all cores */
     clip_precision precision; /* FP32 by default; a precision the device cannot run is an error */
+    clip_cpu_kernel cpu_kernel; /* AUTO by default; an fp32 kernel this CPU lacks is an error */
 } clip_model_options;
 
 CLIP_API void clip_model_options_init(clip_model_options *opt);
@@ -110,6 +122,8 @@ typedef struct clip_model_info {
     const char *device; /* "cpu" or "cuda:<n> (<name>)" */
     clip_precision precision; /* what the forward pass runs in */
     int n_threads;     /* CPU threads one encode call uses (resolved: never 0) */
+    const char *cpu_kernel; /* "avx512", "avx2", "portable", "openblas", "avx512-bf16";
+                             * "" on CUDA */
 } clip_model_info;
 
 CLIP_API const clip_model_info *clip_model_get_info(const clip_model *m);

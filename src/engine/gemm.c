@@ -1,0 +1,302 @@
+/* gemm.c — packing, blocking and threading of the CPU matrix products (see gemm.h for the
+ * recipe every kernel follows), the portable kernel, and the OpenBLAS path.
+ *
+ * Loop nest of one product (GotoBLAS/BLIS order):
+ *   task (a block of GEMM_MC rows x a range of weight panels)   <- threads take tasks
+ *     K block of GEMM_KC                                       <- the fixed summation blocks
+ *       pack the task's rows of x for this K block (A, in L2)
+ *       weight panel p (B: [GEMM_KC][NR], in L1)
+ *         MR-row micro-tiles of A -> C tile of y
+ * Which task or thread computes an element never changes how it is computed. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu.h"
+#include "gemm.h"
+#include "util.h"
+
+#define GEMM_MC 96 /* rows per task: a multiple of every MR (12, 6, 4) */
+
+const char *gemm_kernel_name(gemm_kernel k) {
+    switch (k) {
+    case GEMM_PORTABLE: return "portable";
+    case GEMM_AVX2: return "avx2";
+    case GEMM_AVX512: return "avx512";
+    case GEMM_AVX512_BF16: return "avx512-bf16";
+    case GEMM_OPENBLAS: return "openblas";
+    }
+    return "unknown";
+}
+
+static const gemm_isa *isa_of(gemm_kernel k) {
+    switch (k) {
+    case GEMM_PORTABLE: return gemm_isa_portable();
+    case GEMM_AVX2: return gemm_isa_avx2();
+    case GEMM_AVX512: return gemm_isa_avx512();
+    case GEMM_AVX512_BF16: return gemm_isa_avx512_bf16();
+    case GEMM_OPENBLAS: return NULL;
+    }
+    return NULL;
+}
+
+int gemm_kernel_usable(gemm_kernel k) {
+    clip_cpu_features f = clip_cpu_detect();
+    switch (k) {
+    case GEMM_PORTABLE:
+    case GEMM_OPENBLAS: return 1;
+    case GEMM_AVX2: return isa_of(k) && f.avx2 && f.fma;
+    case GEMM_AVX512: return isa_of(k) && f.avx512f;
+    case GEMM_AVX512_BF16: return isa_of(k) && f.avx512f && f.avx512bw && f.avx512bf16;
+    }
+    return 0;
+}
+
+gemm_kernel gemm_kernel_best_fp32(void) {
+    if (gemm_kernel_usable(GEMM_AVX512)) return GEMM_AVX512;
+    if (gemm_kernel_usable(GEMM_AVX2)) return GEMM_AVX2;
+    /* Without FMA instructions fmaf is a library call: OpenBLAS is the only fast choice. */
+    return GEMM_OPENBLAS;
+}
+
+/* ------------------------------------------------------------------ portable kernel */
+
+#define P_MR 4
+#define P_NR 16
+
+static void micro_portable(int kc, const void *Av, int as, const void *Bv, float *C, size_t ldc,
+                           int mr, int nr, int first, const float *bias) {
+    const float *A = Av, *B = Bv;
+    float acc[P_MR][P_NR];
+    memset(acc, 0, sizeof acc);
+    for (int k = 0; k < kc; k++) {
+        const float *b = B + (size_t)k * P_NR;
+        for (int i = 0; i < mr; i++) {
+            float a = A[(size_t)k * as + i];
+            for (int j = 0; j < P_NR; j++) acc[i][j] = fmaf(a, b[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (size_t)i * ldc;
+        for (int j = 0; j < nr; j++) {
+            float v = first ? acc[i][j] : c[j] + acc[i][j];
+            c[j] = bias ? v + bias[j] : v;
+        }
+    }
+}
+
+/* A block: A[k][i] = x[i][k0 + k] for i < mr, 0 for the rows up to MR. */
+static void pack_a_f32(const float *x, size_t ldx, int mr, int k0, int kc, void *Av, int MR) {
+    float *A = Av;
+    for (int i = 0; i < MR; i++) {
+        const float *xr = x + (size_t)i * ldx + k0;
+        if (i < mr)
+            for (int k = 0; k < kc; k++) A[(size_t)k * MR + i] = xr[k];
+        else
+            for (int k = 0; k < kc; k++) A[(size_t)k * MR + i] = 0.0f;
+    }
+}
+
+const gemm_isa *gemm_isa_portable(void) {
+    static const gemm_isa isa = {P_MR, P_NR, 0, micro_portable, pack_a_f32};
+    return &isa;
+}
+
+/* The x86 kernels live in their own files, compiled with their instruction sets enabled per
+ * function; elsewhere these are absent. */
+#if !defined(__x86_64__)
+const gemm_isa *gemm_isa_avx2(void) { return NULL; }
+const gemm_isa *gemm_isa_avx512(void) { return NULL; }
+const gemm_isa *gemm_isa_avx512_bf16(void) { return NULL; }
+#endif
+
+/* Exposed for the x86 files: the A packing is the same for every fp32 kernel. */
+void gemm_pack_a_f32(const float *x, size_t ldx, int mr, int k0, int kc, void *A, int MR);
+void gemm_pack_a_f32(const float *x, size_t ldx, int mr, int k0, int kc, void *A, int MR) {
+    pack_a_f32(x, ldx, mr, k0, kc, A, MR);
+}
+
+/* ------------------------------------------------------------------ packing weights */
+
+/* Round to nearest even, as the hardware conversion does; NaN stays NaN. */
+static uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu)) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7FFFu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+clip_status gemm_pack(gemm_kernel kernel, int nparts, const float *const *w,
+                      const float *const *b, const int *outs, int in, gemm_weights *g,
+                      clip_error *err) {
+    memset(g, 0, sizeof *g);
+    int out = 0;
+    for (int p = 0; p < nparts; p++) out += outs[p];
+    if (nparts < 1 || in < 1 || out < 1)
+        return clip_fail(err, CLIP_ERR_ARG, "gemm_pack: empty product (%d parts, %d x %d)", nparts,
+                         out, in);
+    g->kernel = kernel;
+    g->in = in;
+    g->out = out;
+    g->bias = calloc((size_t)out, sizeof(float));
+    if (!g->bias) return clip_fail(err, CLIP_ERR_NOMEM, "gemm_pack: out of memory (bias)");
+    for (int p = 0, o = 0; p < nparts; o += outs[p], p++)
+        if (b && b[p]) memcpy(g->bias + o, b[p], sizeof(float) * (size_t)outs[p]);
+    if (kernel == GEMM_OPENBLAS) {
+        if (nparts == 1) { /* sgemm reads the caller's weights in place */
+            g->w = w[0];
+            return CLIP_OK;
+        }
+        float *cat = malloc(sizeof(float) * (size_t)out * (size_t)in); /* parts stacked */
+        if (!cat) {
+            gemm_free(g);
+            return clip_fail(err, CLIP_ERR_NOMEM, "gemm_pack: out of memory (%d x %d)", out, in);
+        }
+        for (int p = 0, o = 0; p < nparts; o += outs[p], p++)
+            memcpy(cat + (size_t)o * in, w[p], sizeof(float) * (size_t)outs[p] * (size_t)in);
+        g->packed = cat;
+        g->w = cat;
+        return CLIP_OK;
+    }
+    const gemm_isa *isa = isa_of(kernel);
+    if (!isa || !gemm_kernel_usable(kernel)) {
+        gemm_free(g);
+        return clip_fail(err, CLIP_ERR_UNSUPPORTED, "the %s kernel cannot run on this CPU",
+                         gemm_kernel_name(kernel));
+    }
+    g->mr = isa->mr;
+    g->nr = isa->nr;
+    int NR = isa->nr;
+    size_t panels = ((size_t)out + NR - 1) / NR;
+    size_t krows = isa->k_pairs ? ((size_t)in + 1) / 2 : (size_t)in; /* bf16: pairs of k */
+    g->panel_stride = krows * NR;
+    size_t total;
+    if (!clip_mul_size(panels, g->panel_stride, &total) || !clip_mul_size(total, 4, &total)) {
+        gemm_free(g);
+        return clip_fail(err, CLIP_ERR_LIMIT, "gemm_pack: %d x %d weights are too large", out, in);
+    }
+    g->packed = malloc(total);
+    if (!g->packed) {
+        gemm_free(g);
+        return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate %zu MiB of packed weights",
+                         total >> 20);
+    }
+    /* Row j of the product comes from part p, row j - start(p). */
+    for (size_t pn = 0; pn < panels; pn++) {
+        for (int jj = 0; jj < NR; jj++) {
+            int j = (int)pn * NR + jj;
+            const float *row = NULL;
+            for (int p = 0, o = 0; p < nparts && !row; o += outs[p], p++)
+                if (j < o + outs[p]) row = w[p] + (size_t)(j - o) * in;
+            if (isa->k_pairs) {
+                uint32_t *P = (uint32_t *)g->packed + pn * g->panel_stride + jj;
+                for (size_t kp = 0; kp < krows; kp++) {
+                    size_t k = 2 * kp;
+                    uint16_t lo = row ? f32_to_bf16(row[k]) : 0;
+                    uint16_t hi = row && k + 1 < (size_t)in ? f32_to_bf16(row[k + 1]) : 0;
+                    P[kp * NR] = (uint32_t)lo | ((uint32_t)hi << 16);
+                }
+            } else {
+                float *P = (float *)g->packed + pn * g->panel_stride + jj;
+                for (size_t k = 0; k < krows; k++) P[k * NR] = row ? row[k] : 0.0f;
+            }
+        }
+    }
+    return CLIP_OK;
+}
+
+void gemm_free(gemm_weights *g) {
+    if (!g) return;
+    free(g->packed);
+    free(g->bias);
+    memset(g, 0, sizeof *g);
+}
+
+/* ------------------------------------------------------------------ running */
+
+static void openblas_run(const gemm_weights *g, const float *x, int rows, size_t ldx, float *y,
+                         size_t ldy, int nthreads) {
+    /* Row blocks of 64 per thread, each one single-threaded sgemm; then the bias. */
+    int parts = rows >= 64 * nthreads ? nthreads : 1;
+#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
+    for (int p = 0; p < parts; p++) {
+        int r0 = (int)((long long)rows * p / parts), r1 = (int)((long long)rows * (p + 1) / parts);
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, g->out, g->in, 1.0f,
+                        x + (size_t)r0 * ldx, (int)ldx, g->w, g->in, 0.0f, y + (size_t)r0 * ldy,
+                        (int)ldy);
+        for (int r = r0; r < r1; r++) {
+            float *yr = y + (size_t)r * ldy;
+            for (int c = 0; c < g->out; c++) yr[c] = yr[c] + g->bias[c];
+        }
+    }
+}
+
+clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx, float *y,
+                     size_t ldy, int nthreads, clip_error *err) {
+    if (rows <= 0) return CLIP_OK;
+#ifdef _OPENMP
+    if (omp_in_parallel()) nthreads = 1;
+#else
+    nthreads = 1;
+#endif
+    if (nthreads < 1) nthreads = 1;
+    if (g->kernel == GEMM_OPENBLAS) {
+        openblas_run(g, x, rows, ldx, y, ldy, nthreads);
+        return CLIP_OK;
+    }
+    const gemm_isa *isa = isa_of(g->kernel);
+    int MR = isa->mr, NR = isa->nr, K = g->in;
+    int mblocks = (rows + GEMM_MC - 1) / GEMM_MC;
+    int panels = (g->out + NR - 1) / NR;
+    /* Few row blocks (small batches): cut the output columns too, so every thread has work. */
+    int nsplit = 1;
+    while (mblocks * nsplit < 4 * nthreads && nsplit * 2 <= panels) nsplit *= 2;
+    int ntasks = mblocks * nsplit;
+    if (nthreads > ntasks) nthreads = ntasks;
+    size_t a_floats = (size_t)GEMM_MC * GEMM_KC; /* per thread: one packed A block */
+    float *scratch = malloc(a_floats * (size_t)nthreads * sizeof(float));
+    if (!scratch)
+        return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate the GEMM workspace (%d threads)",
+                         nthreads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
+    for (int t = 0; t < ntasks; t++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *A = scratch + a_floats * (size_t)tid;
+        int mb = t / nsplit, ns = t % nsplit;
+        int r0 = mb * GEMM_MC, mrows = rows - r0 < GEMM_MC ? rows - r0 : GEMM_MC;
+        int p0 = (int)((long long)panels * ns / nsplit);
+        int p1 = (int)((long long)panels * (ns + 1) / nsplit);
+        for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
+            int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+            int krows = isa->k_pairs ? (kc + 1) / 2 : kc; /* rows of the packed blocks */
+            for (int ib = 0; ib < mrows; ib += MR) {
+                int mr = mrows - ib < MR ? mrows - ib : MR;
+                isa->pack_a(x + (size_t)(r0 + ib) * ldx, ldx, mr, k0, kc,
+                            A + (size_t)ib * krows, MR);
+            }
+            size_t b_off = (size_t)(isa->k_pairs ? k0 / 2 : k0) * NR;
+            int last = k0 + GEMM_KC >= K;
+            for (int p = p0; p < p1; p++) {
+                const char *B = (const char *)g->packed + ((size_t)p * g->panel_stride + b_off) * 4;
+                int nr = g->out - p * NR < NR ? g->out - p * NR : NR;
+                for (int ib = 0; ib < mrows; ib += MR) {
+                    int mr = mrows - ib < MR ? mrows - ib : MR;
+                    isa->micro(kc, A + (size_t)ib * krows, MR, B,
+                               y + (size_t)(r0 + ib) * ldy + (size_t)p * NR, ldy, mr, nr, k0 == 0,
+                               last ? g->bias + (size_t)p * NR : NULL);
+                }
+            }
+        }
+    }
+    free(scratch);
+    return CLIP_OK;
+}

@@ -3,7 +3,7 @@
  *   - embeddings and features of tiny-synth and vitb32-synth against the fp64 golden data,
  *     with test_model.c's tolerance max(2 x PyTorch fp32 error, 1e-6) per array;
  *   - the same arrays against the CPU backend (max abs difference <= 1e-5), when the CPU
- *     backend is built (GPU_CHECK_NO_CPU: built without OpenBLAS, golden only);
+ *     backend (always built: without OpenBLAS it runs on our own kernels);
  *   - batch invariance (alone vs batch, a 300-image batch across chunks, padding);
  *   - rejected inputs leave the model usable; four threads on one model agree bit for bit;
  *   - throughput (bench_cuda), unless --no-bench.
@@ -39,20 +39,6 @@
 #define CPU_TOL 1e-5
 #define BATCH_TOL 1e-6
 
-#ifdef GPU_CHECK_NO_CPU
-/* libclip was built without backend_cpu.o (no OpenBLAS on this machine). */
-clip_status clip_cpu_encode_images(const clip_model *m, const float *pixels, int n,
-                                   const clip_encode_options *opt, float *out, clip_error *err) {
-    (void)m, (void)pixels, (void)n, (void)opt, (void)out;
-    return clip_fail(err, CLIP_ERR_UNSUPPORTED, "CPU backend not built (OpenBLAS missing)");
-}
-clip_status clip_cpu_encode_texts(const clip_model *m, const int32_t *ids, int n, int len,
-                                  const int *pool, const clip_encode_options *opt, float *out,
-                                  clip_error *err) {
-    (void)m, (void)ids, (void)n, (void)len, (void)pool, (void)opt, (void)out;
-    return clip_fail(err, CLIP_ERR_UNSUPPORTED, "CPU backend not built (OpenBLAS missing)");
-}
-#endif
 
 double bench_now(void) {
     struct timespec ts;
@@ -463,10 +449,6 @@ int main(int argc, char **argv) {
         printf("gpu_check: SKIPPED: no usable CUDA device: %s\n", why);
         return 77;
     }
-#ifdef GPU_CHECK_NO_CPU
-    cpu_usable = 0;
-    snprintf(cpu_why, sizeof cpu_why, "CPU backend not built here (OpenBLAS missing): golden only");
-#endif
     double t0 = bench_now();
     char tiny[4096], vitb32[4200];
     snprintf(tiny, sizeof tiny, "%s/golden/models/tiny-synth", g_shared);

@@ -113,13 +113,16 @@ Test(a,b){}' -lcriterion && HAVE_CRITERION=1
     else
         # Only the engine: no image decoders, tokenizer or CLI, so no third-party headers.
         mkdir -p build/gpu-core
-        srcs="common/util common/json app/npy engine/safetensors engine/config app/synth engine/model"
-        if [ "$HAVE_BLAS" = 1 ]; then srcs="$srcs engine/backend_cpu"; else NO_CPU=-DGPU_CHECK_NO_CPU; fi
-        echo "engine-only library: $srcs + backend_cuda (sm_$CAP)${NO_CPU:+; no OpenBLAS: CPU comparison skipped}"
+        srcs="common/util common/json app/npy engine/safetensors engine/config app/synth engine/model
+              engine/tensors engine/forward engine/backend_cpu engine/gemm engine/gemm_avx2
+              engine/gemm_avx512 engine/gemm_bf16 engine/cpu engine/runtime"
+        # Without OpenBLAS the CPU backend still runs, on our own kernels only.
+        if [ "$HAVE_BLAS" != 1 ]; then NO_CPU=-DCLIP_NO_OPENBLAS; BLAS_CFLAGS=""; fi
+        echo "engine-only library: $(echo $srcs) + backend_cuda (sm_$CAP)${NO_CPU:+; no OpenBLAS}"
         ok=1
         for f in $srcs; do
             # shellcheck disable=SC2086
-            "$CC" $GC_CFLAGS $BLAS_CFLAGS -c "src/$f.c" -o "build/gpu-core/${f##*/}.o" || ok=0 &
+            "$CC" $GC_CFLAGS $BLAS_CFLAGS $NO_CPU -c "src/$f.c" -o "build/gpu-core/${f##*/}.o" || ok=0 &
         done
         "$NVCC" -O2 -std=c++17 -Isrc/engine/include -Isrc/common -Isrc/engine -Xcompiler -Wall,-Wextra,-ffp-contract=off -fmad=false -allow-unsupported-compiler \
             -gencode "arch=compute_$CAP,code=sm_$CAP" -c src/engine/backend_cuda.cu -o build/gpu-core/backend_cuda.o || ok=0

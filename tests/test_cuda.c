@@ -254,9 +254,13 @@ Test(cuda, vitb32_batch_invariance, .timeout = 600) {
 
 /* ------------------------------------------------------------------ errors */
 
-static void trace_noop(void *user, const char *name, int item, const float *data, int rows,
-                       int cols) {
-    (void)user, (void)name, (void)item, (void)data, (void)rows, (void)cols;
+/* Counts the reported intermediates and their values. */
+static void trace_count(void *user, const char *name, int item, const float *data, int rows,
+                        int cols) {
+    (void)name, (void)item, (void)data;
+    size_t *c = user;
+    c[0]++;
+    c[1] += (size_t)rows * (size_t)cols;
 }
 
 Test(cuda, errors_leave_the_model_usable) {
@@ -280,12 +284,20 @@ Test(cuda, errors_leave_the_model_usable) {
     int32_t long_ids[100] = {49406, 320, 49407};
     cr_expect_eq(clip_encode_texts(m, long_ids, 1, info->context_length + 1, NULL, out, &e),
                  CLIP_ERR_ARG);
-    clip_encode_options tr = {0, trace_noop, NULL}; /* tracing is a CPU-backend feature */
-    float *px = calloc((size_t)3 * info->image_size * info->image_size, sizeof(float));
-    cr_assert_not_null(px);
-    cr_expect_eq(clip_encode_texts(m, ids, 1, 77, &tr, out, &e), CLIP_ERR_UNSUPPORTED);
-    cr_expect_eq(clip_encode_images(m, px, 1, &tr, out, &e), CLIP_ERR_UNSUPPORTED);
-    free(px);
+    /* Tracing on the GPU: the same intermediates as on the CPU, and the traced result is the
+     * untraced one bit for bit (the observer only reads). */
+    size_t gcount[2] = {0, 0}, ccount[2] = {0, 0};
+    clip_encode_options tr = {0, trace_count, gcount};
+    float traced[1024];
+    cr_expect_eq(clip_encode_texts(m, ids, 1, 77, &tr, traced, &e), CLIP_OK, "%s", e.msg);
+    cr_expect_eq(memcmp(ref, traced, sizeof(float) * (size_t)E), 0, "tracing changed the result");
+    clip_model *c = load_on(dir, CLIP_DEVICE_CPU);
+    tr.trace_user = ccount;
+    cr_expect_eq(clip_encode_texts(c, ids, 1, 77, &tr, traced, &e), CLIP_OK, "%s", e.msg);
+    cr_expect(gcount[0] == ccount[0] && gcount[1] == ccount[1],
+              "cuda traced %zu tensors (%zu values), cpu %zu (%zu)", gcount[0], gcount[1],
+              ccount[0], ccount[1]);
+    clip_model_free(c);
     cr_expect_eq(clip_encode_texts(m, ids, 0, 77, NULL, out, &e), CLIP_OK);
 
     /* the failed calls left nothing behind: the same call gives the same bits */

@@ -8,7 +8,9 @@
  *       weight panel p (B: [GEMM_KC][NR], in L1)
  *         MR-row micro-tiles of A -> C tile of y
  * Which task or thread computes an element never changes how it is computed. */
+#ifndef CLIP_NO_OPENBLAS
 #include <cblas.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +49,12 @@ static const gemm_isa *isa_of(gemm_kernel k) {
 int gemm_kernel_usable(gemm_kernel k) {
     clip_cpu_features f = clip_cpu_detect();
     switch (k) {
-    case GEMM_PORTABLE:
+    case GEMM_PORTABLE: return 1;
+#ifdef CLIP_NO_OPENBLAS
+    case GEMM_OPENBLAS: return 0;
+#else
     case GEMM_OPENBLAS: return 1;
+#endif
     case GEMM_AVX2: return isa_of(k) && f.avx2 && f.fma;
     case GEMM_AVX512: return isa_of(k) && f.avx512f;
     case GEMM_AVX512_BF16: return isa_of(k) && f.avx512f && f.avx512bw && f.avx512bf16;
@@ -60,7 +66,7 @@ gemm_kernel gemm_kernel_best_fp32(void) {
     if (gemm_kernel_usable(GEMM_AVX512)) return GEMM_AVX512;
     if (gemm_kernel_usable(GEMM_AVX2)) return GEMM_AVX2;
     /* Without FMA instructions fmaf is a library call: OpenBLAS is the only fast choice. */
-    return GEMM_OPENBLAS;
+    return gemm_kernel_usable(GEMM_OPENBLAS) ? GEMM_OPENBLAS : GEMM_PORTABLE;
 }
 
 /* ------------------------------------------------------------------ portable kernel */
@@ -147,6 +153,10 @@ clip_status gemm_pack(gemm_kernel kernel, int nparts, const float *const *w,
     if (!g->bias) return clip_fail(err, CLIP_ERR_NOMEM, "gemm_pack: out of memory (bias)");
     for (int p = 0, o = 0; p < nparts; o += outs[p], p++)
         if (b && b[p]) memcpy(g->bias + o, b[p], sizeof(float) * (size_t)outs[p]);
+    if (kernel == GEMM_OPENBLAS && !gemm_kernel_usable(kernel)) {
+        gemm_free(g);
+        return clip_fail(err, CLIP_ERR_UNSUPPORTED, "this build has no OpenBLAS");
+    }
     if (kernel == GEMM_OPENBLAS) {
         if (nparts == 1) { /* sgemm reads the caller's weights in place */
             g->w = w[0];
@@ -219,6 +229,12 @@ void gemm_free(gemm_weights *g) {
 
 /* ------------------------------------------------------------------ running */
 
+#ifdef CLIP_NO_OPENBLAS
+static void openblas_run(const gemm_weights *g, const float *x, int rows, size_t ldx, float *y,
+                         size_t ldy, int nthreads) {
+    (void)g, (void)x, (void)rows, (void)ldx, (void)y, (void)ldy, (void)nthreads; /* unreachable */
+}
+#else
 static void openblas_run(const gemm_weights *g, const float *x, int rows, size_t ldx, float *y,
                          size_t ldy, int nthreads) {
     /* Row blocks of 64 per thread, each one single-threaded sgemm; then the bias. */
@@ -236,6 +252,7 @@ static void openblas_run(const gemm_weights *g, const float *x, int rows, size_t
         }
     }
 }
+#endif
 
 clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx, float *y,
                      size_t ldy, int nthreads, clip_error *err) {

@@ -380,12 +380,7 @@ clip_status clip_encode_images(const clip_model *m, const float *pixels, int n,
         return clip_fail(err, CLIP_ERR_ARG, "clip_encode_images: invalid arguments");
     if (n == 0) return CLIP_OK;
 #ifdef CLIP_WITH_CUDA
-    if (m->cuda) {
-        if (opt && opt->trace)
-            return clip_fail(err, CLIP_ERR_UNSUPPORTED,
-                             "tracing intermediates is only available on the CPU backend");
-        return clip_cuda_encode_images(m, pixels, n, opt, out, err);
-    }
+    if (m->cuda) return clip_cuda_encode_images(m, pixels, n, opt, out, err);
 #endif
     return clip_cpu_encode_images(m, pixels, n, opt, out, err);
 }
@@ -414,10 +409,7 @@ clip_status clip_encode_texts(const clip_model *m, const int32_t *ids, int n, in
     clip_status st;
 #ifdef CLIP_WITH_CUDA
     if (m->cuda) {
-        st = opt && opt->trace
-                 ? clip_fail(err, CLIP_ERR_UNSUPPORTED,
-                             "tracing intermediates is only available on the CPU backend")
-                 : clip_cuda_encode_texts(m, ids, n, len, pool, opt, out, err);
+        st = clip_cuda_encode_texts(m, ids, n, len, pool, opt, out, err);
         free(pool);
         return st;
     }

@@ -1,6 +1,5 @@
 /* runtime.c — what the CPU side runs on: the BLAS library and its kernel family, thread counts,
  * CPUID features; and the warning for a BLAS that picked kernels far below the CPU. */
-#include <cblas.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -12,10 +11,12 @@
 #include "cpu.h"
 #include "util.h"
 
-/* OpenBLAS's own entry points (cblas.h of Debian's OpenBLAS declares them). */
+#ifndef CLIP_NO_OPENBLAS
+/* OpenBLAS's own entry points (no standard header declares them everywhere). */
 char *openblas_get_corename(void);
 char *openblas_get_config(void);
 int openblas_get_num_threads(void);
+#endif
 
 int clip_blas_advice(const char *core, int avx2, int fma, int avx512f, int avx512bf16, char *buf,
                      size_t cap) {
@@ -43,8 +44,12 @@ int clip_blas_advice(const char *core, int avx2, int fma, int avx512f, int avx51
 
 void clip_runtime_info_get(clip_runtime_info *out) {
     memset(out, 0, sizeof *out);
+#ifdef CLIP_NO_OPENBLAS
+    const char *core = "none", *cfg = "none";
+#else
     const char *core = openblas_get_corename();
     const char *cfg = openblas_get_config();
+#endif
     /* "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Haswell MAX_THREADS=64": the first two words */
     int words = 0;
     size_t n = 0;
@@ -54,7 +59,11 @@ void clip_runtime_info_get(clip_runtime_info *out) {
     }
     out->blas[n] = '\0';
     snprintf(out->blas_core, sizeof out->blas_core, "%s", core ? core : "unknown");
+#ifdef CLIP_NO_OPENBLAS
+    out->blas_threads = 0;
+#else
     out->blas_threads = openblas_get_num_threads();
+#endif
 #ifdef _OPENMP
     out->omp_threads = omp_get_max_threads();
 #else

@@ -79,7 +79,7 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install
+.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install check-install
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -216,9 +216,22 @@ install: all
 	ln -sf $(SO_FILE) $(DESTDIR)$(LIBDIR)/$(SO_NAME)
 	ln -sf $(SO_FILE) $(DESTDIR)$(LIBDIR)/libclip.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@VERSION@|$(VERSION)|' \
-	  -e 's|@LIBS_PRIVATE@|$(filter-out -L% -Wl%,$(LDLIBS_ALL))|' \
+	  -e 's|@LIBS_PRIVATE@|-lgif -lgomp -lpthread -lm|' \
 	  src/engine/clip.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/clip.pc
 	install -m 755 $(BUILD)/clipeval $(DESTDIR)$(PREFIX)/bin/clipeval
+
+# What a user of the library does: install into a fresh prefix, build examples/embed_cos.c with
+# nothing but `pkg-config --cflags --libs clip`, run it on the synthetic model (CI runs this).
+check-install: all
+	@test -n "$(SHARED)" || { echo "shared data not found: set CLIPEVAL_SHARED"; exit 1; }
+	@$(MAKE) --no-print-directory $(SYNTH_B32)
+	rm -rf $(BUILD)/install && $(MAKE) --no-print-directory install PREFIX=$(abspath $(BUILD))/install
+	PKG_CONFIG_PATH=$(abspath $(BUILD))/install/lib/pkgconfig sh -c '$(CC) -std=c99 -Wall -Wextra \
+	  -Werror examples/embed_cos.c $$(pkg-config --cflags --libs clip) \
+	  -Wl,-rpath,$(abspath $(BUILD))/install/lib -o $(BUILD)/embed_cos'
+	$(BUILD)/embed_cos $(BUILD)/models/vitb32-synth $(SHARED)/data/dataflow_example/images/0.png \
+	  "a photo of a cat"
+	@echo "check-install: ok (installed into $(BUILD)/install, example built with pkg-config)"
 
 clean:
 	rm -rf $(BUILD)

@@ -869,3 +869,30 @@ Test(threads, image_decode_preprocess_parallel) {
     }
     free(serial);
 }
+
+/* Without a clip_error from the caller, a failure still returns its own code (it was reported
+ * as CLIP_ERR_NOMEM in places): the same status with and without `err`. */
+Test(image_errors, status_without_error_struct) {
+    uint8_t buf[512];
+    clip_image img;
+    clip_error e = {0};
+    size_t n = make_png(buf, 100000, 100000, 0);
+    cr_expect_eq(clip_image_decode_memory(buf, n, NULL, &img, NULL), CLIP_ERR_LIMIT);
+    n = make_png(buf, 4, 4, 1);
+    cr_expect_eq(clip_image_decode_memory(buf, n - 42, NULL, &img, NULL), CLIP_ERR_FORMAT);
+    static const char *const names[] = {"jpg_ss2.jpg", "gif_pillow.gif", "webp_lossy.webp",
+                                        "bmp_rle8.bmp", "psd_rle.psd", "p6_1000.ppm"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        size_t len;
+        void *data = read_seed(names[i], &len);
+        for (size_t cut = 1; cut < len; cut += len / 7 + 1) {
+            clip_status with = clip_image_decode_memory(data, cut, NULL, &img, &e);
+            if (with == CLIP_OK) clip_image_free(&img);
+            clip_status without = clip_image_decode_memory(data, cut, NULL, &img, NULL);
+            if (without == CLIP_OK) clip_image_free(&img);
+            cr_expect_eq(with, without, "%s cut at %zu: %s with err, %s without", names[i], cut,
+                         clip_status_name(with), clip_status_name(without));
+        }
+        free(data);
+    }
+}

@@ -42,13 +42,12 @@
 
 #include "stb_psd.h"
 
-#define PILLOW_MAX_PIXELS ((uint64_t)2 * 89478485u) /* Image.MAX_IMAGE_PIXELS * 2 */
 #define DEFAULT_MAX_FILE_BYTES ((uint64_t)1 << 30)
 #define JPEG_MAX_SCANS 1000 /* a real progressive JPEG has ~10; thousands only slow a decoder down */
 
 void clip_decode_options_init(clip_decode_options *o) {
     memset(o, 0, sizeof *o);
-    o->max_pixels = PILLOW_MAX_PIXELS;
+    o->max_pixels = CLIP_PILLOW_MAX_PIXELS;
     o->max_file_bytes = DEFAULT_MAX_FILE_BYTES;
 }
 
@@ -68,7 +67,8 @@ typedef struct dctx {
     uint64_t max_pixels;
     int want_exif;   /* apply EXIF orientation */
     int orientation; /* EXIF orientation found by the decoder (0 = none) */
-    clip_error *err;
+    clip_error *err;  /* never NULL: the caller's, or `own` when the caller passed none */
+    clip_error own;   /* so that a failure's code survives without a caller's error */
 } dctx;
 
 static uint16_t rd16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -210,7 +210,7 @@ static clip_status apply_orientation(dctx *d, clip_image *img, int orientation) 
     int swap = orientation >= 5;
     int ow = swap ? h : w, oh = swap ? w : h;
     uint8_t *out = alloc_rgb(d, ow, oh);
-    if (!out) return d->err ? d->err->code : CLIP_ERR_NOMEM;
+    if (!out) return d->err->code;
     for (int y = 0; y < oh; y++)
         for (int x = 0; x < ow; x++) {
             int sx, sy;
@@ -356,7 +356,7 @@ static int png_run(png_state *s) {
             }
     }
     if (!(s->rgb = alloc_rgb(d, s->width, s->height))) {
-        s->status = d->err ? d->err->code : CLIP_ERR_NOMEM;
+        s->status = d->err->code;
         return -1;
     }
     size_t out_stride = (size_t)s->width * 3;
@@ -672,7 +672,7 @@ static clip_status decode_gif(dctx *d, clip_image *out) {
                 }
         }
         if (!(rgb = alloc_rgb(d, w, h))) {
-            st = d->err ? d->err->code : CLIP_ERR_NOMEM;
+            st = d->err->code;
             goto done;
         }
         for (size_t i = 0; i < (size_t)w * (size_t)h; i++) memcpy(rgb + 3 * i, pal[idx[i]], 3);
@@ -726,7 +726,7 @@ static clip_status decode_webp(dctx *d, clip_image *out) {
             st = clip_fail(d->err, CLIP_ERR_FORMAT, "%s: corrupt or truncated WebP image data",
                            d->name);
         } else if (!(rgb = alloc_rgb(d, (int)ai.canvas_width, (int)ai.canvas_height))) {
-            st = d->err ? d->err->code : CLIP_ERR_NOMEM;
+            st = d->err->code;
         } else {
             size_t n = (size_t)ai.canvas_width * ai.canvas_height;
             for (size_t i = 0; i < n; i++) memcpy(rgb + 3 * i, buf + 4 * i, 3);
@@ -988,7 +988,7 @@ static clip_status decode_bmp(dctx *d, clip_image *out) {
     if (offset > n) data_at = n;
     int iw = (int)w, ih = (int)h;
     uint8_t *rgb = alloc_rgb(d, iw, ih);
-    if (!rgb) return d->err ? d->err->code : CLIP_ERR_NOMEM;
+    if (!rgb) return d->err->code;
 
     if (rle) {
         if (mode_grey == 1) {
@@ -1104,7 +1104,7 @@ static clip_status decode_pnm(dctx *d, clip_image *out) {
     uint64_t need = kind == 4 ? (uint64_t)((iw + 7) / 8) * ih : (uint64_t)iw * ih * bands * bps;
     if (need > n - pos) return clip_fail(d->err, CLIP_ERR_FORMAT, "%s: truncated PNM data", d->name);
     uint8_t *rgb = alloc_rgb(d, iw, ih);
-    if (!rgb) return d->err ? d->err->code : CLIP_ERR_NOMEM;
+    if (!rgb) return d->err->code;
     const uint8_t *s = p + pos;
     double out_max = kind == 5 && maxval > 255 ? 65535.0 : 255.0;
     for (int y = 0; y < ih; y++)
@@ -1188,7 +1188,7 @@ static clip_status decode_psd(dctx *d, clip_image *out) {
     uint8_t *rgb = alloc_rgb(d, x, y);
     if (!rgb) {
         clip_stb_free(px);
-        return d->err ? d->err->code : CLIP_ERR_NOMEM;
+        return d->err->code;
     }
     memcpy(rgb, px, (size_t)x * y * 3);
     clip_stb_free(px);
@@ -1316,7 +1316,7 @@ static clip_status decode_tga(dctx *d, clip_image *out, int *not_tga) {
     uint8_t *rgb = alloc_rgb(d, (int)w, (int)h);
     if (!rgb) {
         free(raw);
-        return d->err ? d->err->code : CLIP_ERR_NOMEM;
+        return d->err->code;
     }
     int top_down = (flags & 0x20) != 0, flip_x = (flags & 0x10) != 0;
     for (unsigned r = 0; r < h; r++) {
@@ -1394,9 +1394,9 @@ static clip_status decode_named(const char *name, const void *data, size_t len,
     d.name = name;
     d.data = data;
     d.len = len;
-    d.max_pixels = o->max_pixels ? o->max_pixels : PILLOW_MAX_PIXELS;
+    d.max_pixels = o->max_pixels ? o->max_pixels : CLIP_PILLOW_MAX_PIXELS;
     d.want_exif = o->exif_transpose != 0;
-    d.err = err;
+    d.err = err ? err : &d.own;
     uint64_t max_bytes = o->max_file_bytes ? o->max_file_bytes : DEFAULT_MAX_FILE_BYTES;
     if ((uint64_t)len > max_bytes)
         return clip_fail(err, CLIP_ERR_LIMIT, "%s: %zu bytes, above the limit of %llu bytes", name,

@@ -281,7 +281,7 @@ static clip_status axis_build(int in_size, int out_size, int first, int count, a
     if (!a->bounds || !a->k || !w) {
         free(w);
         axis_free(a);
-        return err ? err->code : CLIP_ERR_NOMEM;
+        return CLIP_ERR_NOMEM; /* only allocations fail here (the product was checked above) */
     }
     double ss = 1.0 / filterscale;
     for (int i = 0; i < count; i++) {
@@ -584,7 +584,7 @@ clip_status clip_image_preprocess(const clip_image *img, const clip_image_config
                          w, h, rw, rh, cw, ch);
     }
     int vertical_first = o->pillow_tall_rule && (int64_t)h > (int64_t)100 * w && rh < h;
-    uint64_t max_pixels = o->max_pixels ? o->max_pixels : (uint64_t)2 * 89478485u;
+    uint64_t max_pixels = o->max_pixels ? o->max_pixels : CLIP_PILLOW_MAX_PIXELS;
 
     size_t crop_bytes = (size_t)ch * (size_t)cw * 3;
     uint8_t *crop = clip_calloc(crop_bytes, 1, "crop", err);

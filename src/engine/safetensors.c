@@ -25,11 +25,6 @@ const char *st_dtype_name(st_dtype t) {
     return "?";
 }
 
-size_t st_dtype_size(st_dtype t) {
-    for (size_t i = 0; i < sizeof dtype_table / sizeof dtype_table[0]; i++)
-        if (dtype_table[i].t == t) return dtype_table[i].size;
-    return 0;
-}
 
 typedef struct span {
     uint64_t begin, end;

@@ -49,7 +49,6 @@ void st_close(st_file *f);
 
 const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_dtype_name(st_dtype t);
-size_t st_dtype_size(st_dtype t);
 
 #ifdef __cplusplus
 }

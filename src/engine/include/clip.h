@@ -254,6 +254,9 @@ typedef struct clip_image_config {
 CLIP_API clip_status clip_image_config_load(const char *dir, clip_image_config *cfg, clip_error *err);
 CLIP_API void clip_image_config_default(clip_image_config *cfg); /* openai/clip-vit-base-patch32 */
 
+/* Pillow's DecompressionBombError threshold: 2 * Image.MAX_IMAGE_PIXELS. */
+#define CLIP_PILLOW_MAX_PIXELS ((uint64_t)2 * 89478485u)
+
 typedef struct clip_decode_options {
     int exif_transpose;       /* apply EXIF orientation (off = DataFlow/PIL-object parity) */
     uint64_t max_pixels;      /* refuse larger images before allocating; 0 = Pillow's 2*89478485 */

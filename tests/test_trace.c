@@ -502,7 +502,14 @@ Test(compare, tolerances_and_verdicts) {
     snprintf(cmd, sizeof cmd, "%s compare '%s' '%s' --atol 0.002", tu_cli(), a, b);
     free(run_expect(cmd, 0));
     snprintf(cmd, sizeof cmd, "%s compare '%s' '%s' --rtol 1 --cos 1", tu_cli(), a, b);
-    free(run_expect(cmd, 1));
+    text = run_expect(cmd, 1);
+    cr_expect(strstr(text, "drift starts in vision.pooled (min row cosine 0.99999") != NULL &&
+                  strstr(text, " < 1)") != NULL, "%s", text);
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s compare '%s' '%s' --atol 0.0005", tu_cli(), a, b);
+    text = run_expect(cmd, 1);
+    cr_expect(strstr(text, "(max abs 0.001 > 0.0005 + 1e-05 x max|B| 4)") != NULL, "%s", text);
+    free(text);
     snprintf(cmd, sizeof cmd, "%s compare '%s' '%s' --precision fp16", tu_cli(), a, b);
     text = run_expect(cmd, 0);
     cr_expect(strstr(text, "fp16 preset (--precision)") != NULL, "%s", text);

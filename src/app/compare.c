@@ -563,7 +563,7 @@ static void measure(const double *a, const double *b, size_t n_rows, size_t C, m
         for (size_t j = 0; j < C; j++) {
             double d = fabs(x[j] - y[j]);
             if (x[j] != y[j] && !(d <= mx)) mx = isnan(d) ? INFINITY : d; /* NaN counts as inf */
-            if (!(fabs(y[j]) <= ref)) ref = fabs(y[j]);
+            if (fabs(y[j]) > ref) ref = fabs(y[j]); /* a NaN reference is caught by mx */
             dot += x[j] * y[j];
             nx += x[j] * x[j];
             ny += y[j] * y[j];
@@ -702,6 +702,7 @@ typedef struct point {
     char label[128];
     int within;
     double rel;
+    const metrics *m; /* NULL for a shape mismatch */
 } point;
 
 static int point_order(const void *pa, const void *pb) {
@@ -760,21 +761,30 @@ static void describe_drift(const point *pts, size_t np, size_t first, const tol 
     d->later_out = 0;
     for (size_t i = first + 1; i < np && pts[i].pos.tower == p->pos.tower; i++)
         d->later_out += !pts[i].within;
-    char meaning[96] = "", rel[32], lim[32];
+    char meaning[96] = "", rel[32], lim[32], ab[32], at[32], ref[32];
     if (p->k >= 0) stack_meaning(p->e->name, p->k, meaning, sizeof meaning);
     fmt_g(p->rel, rel, sizeof rel);
     fmt_g(t->rtol, lim, sizeof lim);
+    fmt_g(t->atol, at, sizeof at);
     size_t o = 0, cap = sizeof d->message;
 #define PUT(...) o += (size_t)snprintf(d->message + o, o < cap ? cap - o : 0, __VA_ARGS__)
     PUT("drift starts in %s%s", p->label, meaning);
-    if (p->e->mismatch)
+    if (!p->m) {
         PUT(" (%s)", p->e->why);
-    else if (p->pos.exact || p->pos.kind == TK_PIXELS)
+    } else if (p->pos.exact || p->pos.kind == TK_PIXELS) {
         PUT(" (the inputs differ: the two traces were not made from the same %s)",
             p->pos.kind == TK_PIXELS ? "image" : "text");
-    else
-        PUT(" (max rel %s > %s%s)", rel, lim,
-            t->cos > -1 && p->e->m.min_cos < t->cos ? ", or a row's cosine below the bound" : "");
+    } else if (!(p->m->max_abs <= t->atol + t->rtol * p->m->max_ref)) {
+        if (t->atol > 0) {
+            fmt_g(p->m->max_abs, ab, sizeof ab);
+            fmt_g(p->m->max_ref, ref, sizeof ref);
+            PUT(" (max abs %s > %s + %s x max|B| %s)", ab, at, lim, ref);
+        } else {
+            PUT(" (max rel %s > %s)", rel, lim);
+        }
+    } else {
+        PUT(" (min row cosine %.9f < %.9g)", p->m->min_cos, t->cos);
+    }
     char in[2][128];
     int nin = trace_point_inputs(p->e->name, p->k, stack_len, in), compared = 0;
     for (int j = 0; j < nin; j++) {
@@ -1319,8 +1329,9 @@ int compare_command(int argc, char **argv) {
                 else
                     p->pos = e->pos;
                 trace_point_label(e->name, p->k, p->label, sizeof p->label);
-                p->within = !e->mismatch && (e->idx ? e->idx[k].within : e->m.within);
-                p->rel = e->mismatch ? INFINITY : e->idx ? e->idx[k].rel : e->m.rel;
+                p->m = e->mismatch ? NULL : e->idx ? &e->idx[k] : &e->m;
+                p->within = p->m && p->m->within;
+                p->rel = p->m ? p->m->rel : INFINITY;
             }
             r.n_out += e->mismatch || !e->m.within;
         }

@@ -43,6 +43,8 @@ static const char *trace_help =
     "Text tensors have one row per position of the (padded) sequence; rows after the pooled\n"
     "token see only the causal mask here (HF also masks padded keys), so only the real tokens'\n"
     "rows are comparable: `clipeval compare` compares those.\n"
+    "--threads N: CPU threads (default 1: one input is little work, and the results are the\n"
+    "same bits whatever the count; the time goes to writing the files).\n"
     "--force replaces the *.npy files and manifest.json of a previous trace in DIR.\n";
 
 /* ------------------------------------------------------------------ collecting */
@@ -539,6 +541,7 @@ static int parse_args(int argc, char **argv, trace_args *a) {
     memset(a, 0, sizeof *a);
     a->model = "openai/clip-vit-base-patch32";
     a->image_index = a->text_index = -1;
+    a->threads = 1;
     a->device = CLIP_DEVICE_CPU;
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

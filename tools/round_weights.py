@@ -2,9 +2,9 @@
 """round_weights.py - a copy of an F32 model.safetensors with every weight stored as BF16 or F16.
 
 clipeval loads BF16/F16 tensors and widens them to fp32, so tracing the copy measures the error
-that 16-bit weights alone cause (fp32 arithmetic otherwise). That measurement is where the bf16
-and fp16 tolerance presets of `clipeval compare` come from (README, "Checking another backend
-against clipeval"):
+that 16-bit weights alone cause (fp32 arithmetic otherwise): the lower bound quoted next to the
+bf16/fp16 tolerance presets of `clipeval compare` (README, "Checking another backend against
+clipeval"):
 
     python3 tools/round_weights.py build/models/vitb32-synth/model.safetensors bf16 /tmp/b16/
     cp build/models/vitb32-synth/config.json /tmp/b16/

@@ -274,6 +274,40 @@ Test(trace, self_compare_is_exact) {
     tu_rmtree(tmp);
 }
 
+/* tools/hf_trace.py writes the same folder as `clipeval trace`: run it with the CLIP stand-in
+ * (tools/hf_standin) where torch is installed; transformers itself cannot be installed here. */
+Test(trace, hf_trace_script_writes_the_same_folder, .timeout = 120) {
+    if (system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0)
+        cr_skip_test("python3-torch not installed: tools/hf_trace.py not run");
+    const char *src = getenv("CLIPEVAL_SRC");
+    char tmp[4096], hf[4200], ours[4200], model[4096], pv[4096], ids[4096], golden[4096];
+    char cmd[16384];
+    tu_shared_path(model, sizeof model, "golden/models/tiny-synth");
+    tu_shared_path(pv, sizeof pv, "golden/embeddings/tiny-synth/pixel_values.npy");
+    tu_shared_path(ids, sizeof ids, "golden/debug/tiny-synth/text.input_ids.npy");
+    tu_shared_path(golden, sizeof golden, "golden/debug/tiny-synth");
+    tu_tmpdir(tmp, sizeof tmp);
+    snprintf(hf, sizeof hf, "%s/hf", tmp);
+    snprintf(ours, sizeof ours, "%s/ours", tmp);
+    snprintf(cmd, sizeof cmd,
+             "PYTHONPATH='%s/tools/hf_standin' /usr/bin/python3 '%s/tools/hf_trace.py' --model '%s' "
+             "--pixel-values '%s' --image-index 0 --input-ids '%s' --out '%s' --threads 1",
+             src && *src ? src : ".", src && *src ? src : ".", model, pv, ids, hf);
+    free(run_expect(cmd, 0));
+    trace_tiny(ours, NULL);
+    json_doc *doc = compare_json(hf, golden, NULL, 0); /* HF's hooks, as golden/debug */
+    const json_value *only = json_get(json_doc_root(doc), "only_in_b");
+    cr_expect(only && only->u.arr.n == 0, "golden tensors the script does not write");
+    json_doc_free(doc);
+    doc = compare_json(hf, ours, NULL, 0); /* every layer, the same names on both sides */
+    const json_value *root = json_doc_root(doc);
+    cr_expect_eq(json_get(root, "only_in_a")->u.arr.n, 0);
+    cr_expect_eq(json_get(root, "only_in_b")->u.arr.n, 0);
+    cr_expect_eq(json_get(root, "tensors")->u.arr.n, 67);
+    json_doc_free(doc);
+    tu_rmtree(tmp);
+}
+
 /* ------------------------------------------------------------------ a perturbed layer */
 
 /* A 6-layer vision tower small enough to build in milliseconds. */

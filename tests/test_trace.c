@@ -290,8 +290,9 @@ Test(trace, hf_trace_script_writes_the_same_folder, .timeout = 120) {
     snprintf(hf, sizeof hf, "%s/hf", tmp);
     snprintf(ours, sizeof ours, "%s/ours", tmp);
     snprintf(cmd, sizeof cmd,
-             "PYTHONPATH='%s/tools/hf_standin' /usr/bin/python3 '%s/tools/hf_trace.py' --model '%s' "
-             "--pixel-values '%s' --image-index 0 --input-ids '%s' --out '%s' --threads 1",
+             "PYTHONDONTWRITEBYTECODE=1 PYTHONPATH='%s/tools/hf_standin' /usr/bin/python3 "
+             "'%s/tools/hf_trace.py' --model '%s' --pixel-values '%s' --image-index 0 "
+             "--input-ids '%s' --out '%s' --threads 1",
              src && *src ? src : ".", src && *src ? src : ".", model, pv, ids, hf);
     free(run_expect(cmd, 0));
     trace_tiny(ours, NULL);

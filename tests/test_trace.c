@@ -124,7 +124,8 @@ static void check_against_golden(const char *ours, const char *golden) {
         if (rel > worst) worst = rel;
         /* the same shape as the golden file, before any convention */
         const json_value *sa = json_get(t, "shape_a"), *sb = json_get(t, "shape_b");
-        cr_expect(sa && sb && sa->end - sa->start == sb->end - sb->start, "%s: shape differs", name);
+        cr_expect(sa && sb && sa->end - sa->start == sb->end - sb->start, "%s: shape differs",
+                  name);
     }
     fprintf(stderr, "[trace] %s: %zu tensors vs golden, max relative error %.3g (tolerance 1e-5)\n",
             golden, ts->u.arr.n, worst);
@@ -393,7 +394,8 @@ Test(compare, names_the_perturbed_layer) {
     sh("rm '%s'/vision.layer5.* '%s/manifest.json'", tp, tp);
     snprintf(cmd, sizeof cmd, "%s compare '%s' '%s'", tu_cli(), tp, tb);
     text = run_expect(cmd, 1);
-    cr_expect(strstr(text, "drift starts in vision.hidden_states[6], the output of layer 5") != NULL,
+    cr_expect(strstr(text, "drift starts in vision.hidden_states[6], the output of layer 5") !=
+                  NULL,
               "%s", text);
     cr_expect(strstr(text, "vision.hidden_states[5] agrees exactly") != NULL, "%s", text);
     cr_expect(strstr(text, "only in B (10):\n    vision.layer5.{layer_norm1,q_proj,k_proj,v_proj,"
@@ -703,8 +705,9 @@ Test(trace, errors) {
     snprintf(cmd, sizeof cmd, "%s trace --model '%s' --pixel-values '%s' --text-index 0 --out %s/o",
              cli, model, pv, tmp);
     expect_fail(cmd, 2, "--text-index needs --input-ids");
-    snprintf(cmd, sizeof cmd, "%s trace --model '%s' --pixel-values '%s' --image-index x --out %s/o",
-             cli, model, pv, tmp);
+    snprintf(cmd, sizeof cmd,
+             "%s trace --model '%s' --pixel-values '%s' --image-index x --out %s/o", cli, model, pv,
+             tmp);
     expect_fail(cmd, 2, "bad --image-index 'x'");
     snprintf(cmd, sizeof cmd, "%s trace --model '%s' --input-ids '%s' --text-index -1 --out %s/o",
              cli, model, ids, tmp);
@@ -713,7 +716,8 @@ Test(trace, errors) {
     expect_fail(cmd, 2, "bad --threads '0'");
     snprintf(cmd, sizeof cmd, "%s trace --input-ids '%s' --device tpu --out %s/o", cli, ids, tmp);
     expect_fail(cmd, 2, "bad --device 'tpu'");
-    snprintf(cmd, sizeof cmd, "%s trace --input-ids '%s' --precision fp8 --out %s/o", cli, ids, tmp);
+    snprintf(cmd, sizeof cmd, "%s trace --input-ids '%s' --precision fp8 --out %s/o", cli, ids,
+             tmp);
     expect_fail(cmd, 2, "unknown precision 'fp8'");
     snprintf(cmd, sizeof cmd, "%s trace --input-ids '%s' --bogus --out %s/o", cli, ids, tmp);
     expect_fail(cmd, 2, "unknown or incomplete option '--bogus'");
@@ -727,16 +731,17 @@ Test(trace, errors) {
     } while (0)
     RUN1("holds 7 images: choose one with --image-index K",
          "%s trace --model '%s' --pixel-values '%s' --out %s/o1", cli, model, pv, tmp);
-    RUN1("--image-index 7: ", "%s trace --model '%s' --pixel-values '%s' --image-index 7 --out %s/o2",
-         cli, model, pv, tmp);
+    RUN1("--image-index 7: ",
+         "%s trace --model '%s' --pixel-values '%s' --image-index 7 --out %s/o2", cli, model, pv,
+         tmp);
     snprintf(bad, sizeof bad, "%s/px.npy", tmp);
     {
         float z[3 * 16 * 16] = {0};
         clip_error e = {0};
         cr_assert_eq(npy_save(bad, NPY_F32, 3, (size_t[]){3, 16, 16}, z, &e), CLIP_OK);
     }
-    RUN1("expected float32 pixel values [3,32,32]", "%s trace --model '%s' --pixel-values '%s' --out %s/o3",
-         cli, model, bad, tmp);
+    RUN1("expected float32 pixel values [3,32,32]",
+         "%s trace --model '%s' --pixel-values '%s' --out %s/o3", cli, model, bad, tmp);
     RUN1("missing.npy", "%s trace --model '%s' --pixel-values %s/missing.npy --out %s/o4", cli,
          model, tmp, tmp);
     {
@@ -746,8 +751,9 @@ Test(trace, errors) {
         cr_assert_eq(npy_save(bad, NPY_I64, 2, (size_t[]){2, 3}, two, &e), CLIP_OK);
         RUN1("holds 2 texts: choose one with --text-index K",
              "%s trace --model '%s' --input-ids '%s' --out %s/o5", cli, model, bad, tmp);
-        RUN1("--text-index 2: ", "%s trace --model '%s' --input-ids '%s' --text-index 2 --out %s/o6",
-             cli, model, bad, tmp);
+        RUN1(
+            "--text-index 2: ", "%s trace --model '%s' --input-ids '%s' --text-index 2 --out %s/o6",
+            cli, model, bad, tmp);
         int64_t oov[3] = {49406, 99999, 49407};
         cr_assert_eq(npy_save(bad, NPY_I64, 1, (size_t[]){3}, oov, &e), CLIP_OK);
         RUN1("token id 99999 at position 1 is outside the vocabulary",
@@ -759,8 +765,8 @@ Test(trace, errors) {
              cli, model, bad, tmp);
         float f[3] = {1, 2, 3};
         cr_assert_eq(npy_save(bad, NPY_F32, 1, (size_t[]){3}, f, &e), CLIP_OK);
-        RUN1("expected int64 or int32 token ids", "%s trace --model '%s' --input-ids '%s' --out %s/o9",
-             cli, model, bad, tmp);
+        RUN1("expected int64 or int32 token ids",
+             "%s trace --model '%s' --input-ids '%s' --out %s/o9", cli, model, bad, tmp);
     }
     /* tiny-synth has no tokenizer files: --text names what is missing */
     RUN1("vocab.json", "%s trace --model '%s' --text 'a cat' --out %s/o10", cli, model, tmp);
@@ -770,7 +776,8 @@ Test(trace, errors) {
     RUN1("not found", "%s trace --model %s/nowhere --input-ids '%s' --out %s/o12", cli, tmp, ids,
          tmp);
     RUN1("precision bf16 is not available",
-         "%s trace --model '%s' --input-ids '%s' --precision bf16 --out %s/o13", cli, model, ids, tmp);
+         "%s trace --model '%s' --input-ids '%s' --precision bf16 --out %s/o13", cli, model, ids,
+         tmp);
 #ifndef CLIP_WITH_CUDA
     RUN1("without CUDA", "%s trace --model '%s' --input-ids '%s' --device cuda --out %s/o14", cli,
          model, ids, tmp);

@@ -188,8 +188,8 @@ static int read_manifest(folder *f) {
         char name[160];
         size_t kl = strlen(mb->key);
         if (kl < 5 || kl - 4 >= sizeof name || strcmp(mb->key + kl - 4, ".npy") != 0) {
-            rc = report_error("%s: %s: malformed manifest: file entry \"%.100s\" is not a .npy name",
-                              f->tag, path, mb->key);
+            rc = report_error("%s: %s: malformed manifest: file entry \"%.100s\" is not a "
+                              ".npy name", f->tag, path, mb->key);
             break;
         }
         snprintf(name, sizeof name, "%.*s", (int)(kl - 4), mb->key);
@@ -408,10 +408,6 @@ static int heads_first(const size_t *s, const size_t *o, int ond) {
     return 0;
 }
 
-typedef struct layout_note {
-    char text[200];
-} layout_note;
-
 /* Brings one side to [S, R, C]; `o`/`ond` is the other side's squeezed shape (to tell
  * ambiguous layouts apart). Writes what was converted into `how` ("" when nothing). */
 static int canonicalise(const npy_array *a, trace_kind kind, const size_t *o, int ond, canon *c,
@@ -614,7 +610,8 @@ static int compare_entry(entry *e, size_t real_rows, const tol *t) {
     e->first_bad = -1;
     const npy_array *a = &e->ta->a, *b = &e->tb->a;
     size_t sa[NPY_MAX_DIMS], sb[NPY_MAX_DIMS];
-    int na = squeeze_to(a, min_rank(e->pos.kind), sa), nb = squeeze_to(b, min_rank(e->pos.kind), sb);
+    int na = squeeze_to(a, min_rank(e->pos.kind), sa),
+        nb = squeeze_to(b, min_rank(e->pos.kind), sb);
     canon ca = {0}, cb = {0};
     char how_a[200], how_b[200];
     if (canonicalise(a, e->pos.kind, sb, nb, &ca, how_a, sizeof how_a) ||
@@ -744,7 +741,8 @@ static void fmt_g(double v, char *buf, size_t cap) {
 static void stack_meaning(const char *name, int k, char *buf, size_t cap) {
     if (k == 0)
         snprintf(buf, cap, ", the encoder input (%s)",
-                 !strncmp(name, "vision", 6) ? "pre_layrnorm output" : "token + position embeddings");
+                 !strncmp(name, "vision", 6) ? "pre_layrnorm output"
+                                             : "token + position embeddings");
     else
         snprintf(buf, cap, ", the output of layer %d", k - 1);
 }
@@ -1122,7 +1120,8 @@ static int print_json(const report *r) {
         json_shape(&b, &e->ta->a);
         clip_buf_puts(&b, ",\"shape_b\":");
         json_shape(&b, &e->tb->a);
-        clip_buf_printf(&b, ",\"status\":\"%s\"", e->mismatch ? "shape" : e->m.within ? "ok" : "out");
+        const char *status = e->mismatch ? "shape" : (e->m.within ? "ok" : "out");
+        clip_buf_printf(&b, ",\"status\":\"%s\"", status);
         if (e->mismatch) {
             clip_buf_puts(&b, ",\"why\":");
             json_str(&b, e->why);
@@ -1259,7 +1258,8 @@ int compare_command(int argc, char **argv) {
             if (!parse_num(v, -1, 1, &cosb)) return usage("bad --cos '%s' (-1 .. 1)", v);
         } else if (VAL("--precision")) {
             tol probe;
-            if (!set_preset(&probe, v)) return usage("bad --precision '%s' (fp32, bf16 or fp16)", v);
+            if (!set_preset(&probe, v))
+                return usage("bad --precision '%s' (fp32, bf16 or fp16)", v);
             precision = v;
         } else if (!strcmp(o, "--json")) {
             as_json = 1;
@@ -1351,7 +1351,8 @@ int compare_command(int argc, char **argv) {
             rc = print_json(&r);
         else
             print_text(&r);
-        if (!rc && fflush(stdout) != 0) rc = report_error("writing the report: %s", strerror(errno));
+        if (!rc && fflush(stdout) != 0)
+            rc = report_error("writing the report: %s", strerror(errno));
         if (!rc) rc = r.n_out ? 1 : 0;
     }
     free(pts);

@@ -23,7 +23,8 @@
 
 static const char *trace_help =
     "usage: clipeval trace --model DIR|ID INPUT... --out DIR [--device cpu|cuda|auto]\n"
-    "                      [--precision fp32|bf16|fp16] [--threads N] [--exif-transpose] [--force]\n"
+    "                      [--precision fp32|bf16|fp16] [--threads N] [--exif-transpose] "
+    "[--force]\n"
     "Runs one image and/or one text through the model and writes every intermediate tensor as\n"
     "DIR/<name>.npy plus DIR/manifest.json, with the names, shapes and conventions of\n"
     "golden/debug (Hugging Face CLIPModel, batch dimension dropped): vision.patch_conv,\n"
@@ -590,7 +591,8 @@ static int parse_args(int argc, char **argv, trace_args *a) {
 #undef VAL
     }
     if (!a->out) return usage("--out DIR is required%s", "");
-    if (a->image && a->pixels) return usage("give one image input: --image or --pixel-values%s", "");
+    if (a->image && a->pixels)
+        return usage("give one image input: --image or --pixel-values%s", "");
     if (a->text && a->ids) return usage("give one text input: --text or --input-ids%s", "");
     if (!a->image && !a->pixels && !a->text && !a->ids)
         return usage("give an input: --image, --pixel-values, --text and/or --input-ids%s", "");

@@ -44,8 +44,8 @@ static const char *trace_help =
     "Text tensors have one row per position of the (padded) sequence; rows after the pooled\n"
     "token see only the causal mask here (HF also masks padded keys), so only the real tokens'\n"
     "rows are comparable: `clipeval compare` compares those.\n"
-    "--threads N: CPU threads (default 1: one input is little work, and the results are the\n"
-    "same bits whatever the count; the time goes to writing the files).\n"
+    "--threads N: CPU threads (default 1: one input is little work and the time goes to\n"
+    "writing the files; other counts agree to float rounding, not bit for bit).\n"
     "--force replaces the *.npy files and manifest.json of a previous trace in DIR.\n";
 
 /* ------------------------------------------------------------------ collecting */

@@ -11,6 +11,8 @@
 #include "npy.h"
 #include "scorer.h"
 #include "synth.h"
+#include "compare.h"
+#include "trace.h"
 #include "util.h"
 
 #define DEFAULT_MODEL "openai/clip-vit-base-patch32"
@@ -802,7 +804,9 @@ static const char *main_help =
     "  tokenize    HF CLIP tokenizer: JSONL of strings in, input_ids/attention_mask out\n"
     "  preprocess  decode + preprocess an image exactly like Pillow + CLIPImageProcessor\n"
     "  synth       write deterministic synthetic weights for a config\n"
-    "  info        show where a model is found and its hyper-parameters\n";
+    "  info        show where a model is found and its hyper-parameters\n"
+    "  trace       write every intermediate tensor of one input (golden/debug layout)\n"
+    "  compare     compare two trace folders: the first tensor out of tolerance\n";
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
@@ -821,6 +825,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "preprocess")) return cmd_preprocess(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(cmd, "trace")) return trace_command(argc - 2, argv + 2);
+    if (!strcmp(cmd, "compare")) return compare_command(argc - 2, argv + 2);
     fprintf(stderr, "clipeval: unknown command '%s'\n%s", cmd, main_help);
     return 2;
 }

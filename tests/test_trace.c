@@ -775,9 +775,9 @@ Test(trace, errors) {
          tmp);
     RUN1("not found", "%s trace --model %s/nowhere --input-ids '%s' --out %s/o12", cli, tmp, ids,
          tmp);
-    RUN1("precision bf16 is not available",
-         "%s trace --model '%s' --input-ids '%s' --precision bf16 --out %s/o13", cli, model, ids,
-         tmp);
+    RUN1("precision fp16 is not available on the CPU",
+         "%s trace --model '%s' --input-ids '%s' --precision fp16 --device cpu --out %s/o13", cli,
+         model, ids, tmp);
 #ifndef CLIP_WITH_CUDA
     RUN1("without CUDA", "%s trace --model '%s' --input-ids '%s' --device cuda --out %s/o14", cli,
          model, ids, tmp);

@@ -109,6 +109,23 @@ static inline double gd_max_abs_diff(const float *a, const float *b, size_t n) {
 }
 
 /* max |ours - golden_f64| over an array (a NaN in ours propagates). */
+/* The smallest cosine between row i of ours and row i of ref ([rows, dim] each). */
+static inline double gd_min_cos_f64(const float *ours, const double *ref, size_t rows, size_t dim) {
+    double worst = 1.0;
+    for (size_t r = 0; r < rows; r++) {
+        double d = 0, a = 0, b = 0;
+        for (size_t j = 0; j < dim; j++) {
+            double x = ours[r * dim + j], y = ref[r * dim + j];
+            d += x * y;
+            a += x * x;
+            b += y * y;
+        }
+        double c = d / sqrt(a * b);
+        if (!(c >= worst)) worst = c; /* NaN counts as the worst */
+    }
+    return worst;
+}
+
 static inline double gd_max_err_f64(const float *ours, const double *ref, size_t n) {
     double mx = 0;
     for (size_t i = 0; i < n; i++) {

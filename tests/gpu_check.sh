@@ -164,6 +164,39 @@ Test(a,b){}' -lcriterion && HAVE_CRITERION=1
     GC_RC=${PIPESTATUS[0]}
     echo "gpu_check exit status: $GC_RC"
 
+    # 6. the peer, side by side (GPU_CHECK_PEER=1): HF transformers on the same weights, and
+    #    `clipeval score` end to end on a COCO-like table in fp32 and bf16
+    PEER_RC=skipped
+    if [ "${GPU_CHECK_PEER:-0}" = 1 ] && [ "$GC_RC" != 77 ]; then
+        section "peer: HF transformers (shared/bench/gpu/hf_peer.py) and clipeval score"
+        PEER="$ROOT/build/gpu-peer"
+        mkdir -p "$PEER/model" "$PEER/out"
+        ln -sf "$SYNTH/vitb32-synth/model.safetensors" "$SYNTH/vitb32-synth/config.json" "$PEER/model/"
+        for f in vocab.json merges.txt tokenizer.json tokenizer_config.json special_tokens_map.json \
+                 preprocessor_config.json; do ln -sf "$SHARED/models/clip-vit-base-patch32/$f" "$PEER/model/"; done
+        PY=$(command -v python3)
+        if "$PY" -c 'import torch, transformers, PIL' 2>/dev/null; then
+            [ -f "$PEER/rows/rows.jsonl" ] ||
+                timeout 300 "$PY" "$SHARED/bench/gpu/gen_rows.py" "$PEER/rows" "${PEER_IMAGES:-500}" 10 \
+                    "$SHARED/golden/tokenizer/texts.jsonl" >/dev/null
+            timeout "${PEER_TIMEOUT:-300}" "$PY" "$SHARED/bench/gpu/hf_peer.py" "$PEER/model" "$SHARED" \
+                "$PEER/rows/rows.jsonl" "$PEER/out" 2>&1 | tail -n 40
+            PEER_RC=${PIPESTATUS[0]}
+        else
+            echo "torch/transformers/Pillow not importable: HF peer skipped"
+        fi
+        if [ -x build/cuda/clipeval ] && [ -f "$PEER/rows/rows.jsonl" ]; then
+            for prec in fp32 bf16 fp16; do
+                t0=$(date +%s.%N)
+                ( cd "$PEER/rows" && timeout 300 "$ROOT/build/cuda/clipeval" score --input rows.jsonl \
+                    --output "$PEER/out/scored_$prec.jsonl" --image-key image --text-key caption \
+                    --model "$PEER/model" --device cuda --precision "$prec" --quiet ) &&
+                    awk -v t0="$t0" -v t1="$(date +%s.%N)" -v n="$(wc -l <"$PEER/rows/rows.jsonl")" -v p="$prec" \
+                        'BEGIN { printf "clipeval score --device cuda --precision %s: %d rows in %.2f s = %.0f rows/s\n", p, n, t1 - t0, n / (t1 - t0) }'
+            done
+        fi
+    fi
+
     CR_RC=skipped
     if [ "$HAVE_CRITERION" = 1 ] && [ "$MAKE_RC" = 0 ]; then
         if [ "$(elapsed)" -gt 330 ]; then
@@ -191,6 +224,7 @@ Test(a,b){}' -lcriterion && HAVE_CRITERION=1
     echo "gpu_check:            $GC_RC  (0 pass, 1 a check failed, 77 no GPU)"
     grep -E '^gpu_check:|^  FAIL|^  SKIP' build/gpu-core/gpu_check.log
     echo "criterion cuda/*:     $CR_RC"
+    echo "peer (HF):            ${PEER_RC:-skipped}"
     echo "elapsed:              $(elapsed) s"
     [ "$GC_RC" = 0 ] && { [ "$CR_RC" = 0 ] || [ "$CR_RC" = skipped ]; }
 }

@@ -19,6 +19,8 @@
  *  makes one pass over them per query (fp32 softmax statistics); [H, L, L] never reaches
  *  global memory.
  * Device code is built with -fmad=false: no float contraction, like -ffp-contract=off.
+ * Small image batches (up to GRAPH_MAX_N images) have fixed shapes: their forward pass is
+ * captured once as a CUDA graph and replayed with one launch instead of ~200.
  *
  * Memory: the weights are uploaded once; one workspace sized for a chunk of WS_ROWS tokens
  * serves every call, so any batch size runs in bounded memory. Calls on one model are
@@ -50,6 +52,8 @@ extern "C" {
 #define NT 256     /* threads of element-wise and per-row kernels (a power of two) */
 #define ATT_NT 128 /* threads of the attention kernels (a power of two, 4 warps) */
 #define FUSED_SMEM (48 * 1024) /* the fused attention's K + V + scores must fit the default */
+#define GRAPH_MAX_N 8          /* image chunks of up to this many images replay a CUDA graph */
+#define BLAS_WS_BYTES ((size_t)32 << 20) /* cuBLAS workspace, fixed so graph capture allocates nothing */
 
 /* A Linear layer on the device. */
 typedef struct cuda_linear {
@@ -87,6 +91,11 @@ typedef struct cuda_state {
     int vchunk;            /* images per chunk */
     int trows;             /* token rows per text chunk */
     int *hrow0, *hlen, *hpool; /* host tables of a chunk (MAX_CHUNK_ITEMS each) */
+    /* Small image batches have fixed shapes: their forward pass (about 200 launches for
+     * ViT-B/32) is captured once per (features, n) and replayed as one graph launch. */
+    cudaGraphExec_t graphs[2][GRAPH_MAX_N + 1];
+    int graphs_off;        /* capture failed once: run directly from then on */
+    void *blas_ws;
     /* pinned staging */
     unsigned char *pin;
     unsigned char *pin_in[2];
@@ -716,7 +725,11 @@ static void state_destroy(cuda_state *s) {
     cudaSetDevice(s->dev);
     if (s->stream) cudaStreamSynchronize(s->stream); /* no copy may still target pinned memory */
     for (int i = 0; i < s->n_ev; i++) cudaEventDestroy(i < 2 ? s->in_ev[i] : s->out_ev[i - 2]);
+    for (int f = 0; f < 2; f++)
+        for (int n = 0; n <= GRAPH_MAX_N; n++)
+            if (s->graphs[f][n]) cudaGraphExecDestroy(s->graphs[f][n]);
     if (s->blas) cublasDestroy(s->blas);
+    if (s->blas_ws) cudaFree(s->blas_ws);
     if (s->stream) cudaStreamDestroy(s->stream);
     if (s->wbase) cudaFree(s->wbase);
     if (s->w16base) cudaFree(s->w16base);
@@ -764,6 +777,8 @@ static clip_status state_init(cuda_state *s, const clip_model *m, clip_error *er
     CK(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
     CKB(cublasCreate(&s->blas));
     CKB(cublasSetStream(s->blas, s->stream));
+    CK(cudaMalloc(&s->blas_ws, BLAS_WS_BYTES));
+    CKB(cublasSetWorkspace(s->blas, s->blas_ws, BLAS_WS_BYTES));
     /* fp32 is the oracle: no TF32, no emulation. 16-bit products use the tensor cores. */
     CKB(cublasSetMathMode(s->blas, s->prec == CLIP_PRECISION_FP32 ? CUBLAS_PEDANTIC_MATH
                                                                   : CUBLAS_DEFAULT_MATH));
@@ -969,7 +984,35 @@ static clip_status vision_chunk(cuda_state *s, const clip_model *m, int n, int s
     }
     fwd_seqs seqs = {n, n * T, T, s->hrow0, s->hlen, s->hpool, NULL, NULL};
     fwd_ctx ctx = {&cuda_ops, s, c, opt, item0, tm->host, tm->host2};
-    clip_status st = fwd_vision(&ctx, &s->vision, &seqs, s->px, &s->buf, err);
+    int features = opt && (opt->flags & CLIP_EMBED_FEATURES);
+    clip_status st = CLIP_OK;
+    if (!fwd_tracing(&ctx) && n <= GRAPH_MAX_N && !s->graphs_off) {
+        cudaGraphExec_t *exec = &s->graphs[features][n];
+        if (!*exec) {
+            /* Capture: nothing runs now; a failure of any kind (an operation cuBLAS will not
+             * capture, a driver without graph support) only switches graphs off. */
+            cudaGraph_t graph = NULL;
+            clip_error cap_err;
+            int ok = cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal) ==
+                     cudaSuccess;
+            if (ok) ok = fwd_vision(&ctx, &s->vision, &seqs, s->px, &s->buf, &cap_err) == CLIP_OK;
+            cudaError_t ce = cudaStreamEndCapture(s->stream, &graph);
+            ok = ok && ce == cudaSuccess && graph &&
+                 cudaGraphInstantiate(exec, graph, 0) == cudaSuccess;
+            if (graph) cudaGraphDestroy(graph);
+            if (!ok) {
+                if (*exec) cudaGraphExecDestroy(*exec);
+                *exec = NULL;
+                s->graphs_off = 1;
+                (void)cudaGetLastError();
+            }
+        }
+        if (*exec) {
+            CK(cudaGraphLaunch(*exec, s->stream));
+            return send_out(s, n, c->embed_dim, slot, err);
+        }
+    }
+    st = fwd_vision(&ctx, &s->vision, &seqs, s->px, &s->buf, err);
     return st ? st : send_out(s, n, c->embed_dim, slot, err);
 }
 

@@ -86,60 +86,85 @@ static timing measure(const job *j, int reps) {
     return t;
 }
 
-void bench_model(const char *shared, const char *synth_dir) {
-    (void)shared;
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/vitb32-synth", synth_dir);
-    printf("== model: ViT-B/32 (synthetic weights, %s), %d threads ==\n", dir, BENCH_THREADS);
+/* One configuration of the engine: images/s at batch 1 and 32, texts/s at 12 and 77 tokens. */
+static void bench_config(const char *dir, const char *label, int threads, clip_precision prec,
+                         clip_cpu_kernel kernel, const float *px, const int32_t *ids12,
+                         const int32_t *ids77, float *out) {
     clip_model_options o;
     clip_model_options_init(&o);
-    o.n_threads = BENCH_THREADS;
+    o.n_threads = threads;
+    o.precision = prec;
+    o.cpu_kernel = kernel;
     clip_model *m;
     clip_error e = {0};
     double t0 = bench_now();
     if (clip_model_load(dir, &o, &m, &e)) {
-        printf("bench_model: skipped: %s\n", e.msg);
+        printf("%-24s skipped: %s\n", label, e.msg);
         return;
     }
     double load_s = bench_now() - t0;
     const clip_model_info *info = clip_model_get_info(m);
-    int S = info->image_size, E = info->embed_dim;
-    size_t per = (size_t)3 * S * S;
-    int maxb = 32;
-    float *px = malloc(sizeof(float) * per * maxb), *out = malloc(sizeof(float) * E * 256);
-    for (size_t i = 0; i < per * maxb; i++) px[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1;
     double gf_img = image_flops(info) / 1e9;
-    printf("model load (mmap, F32 zero-copy)   %8.3f s\n", load_s);
-    printf("image cost                         %8.2f GFLOP/image\n", gf_img);
-    printf("(each figure: best of N calls, each call interleaved with a 1536^3 sgemm ceiling sample)\n");
+    printf("-- %s: %d threads, kernel %s, load %.2f s\n", label, threads, info->cpu_kernel, load_s);
     int batches[2] = {1, 32}, reps[2] = {20, 5};
     for (int k = 0; k < 2; k++) {
         job j = {m, px, NULL, batches[k], 0, out};
         timing t = measure(&j, reps[k]);
         double r = batches[k] / t.call_s;
-        printf("images/s  batch %-3d                %8.2f   model %6.1f GFLOP/s, sgemm ceiling %6.1f: "
+        printf("   images/s  batch %-3d             %8.2f   model %6.1f GFLOP/s, sgemm ceiling %6.1f: "
                "ratio %.3f\n", batches[k], r, r * gf_img, t.ceiling_gflops,
                r * gf_img / t.ceiling_gflops);
     }
-    int32_t *ids = malloc(sizeof(int32_t) * 64 * 77);
     for (int lens = 0; lens < 2; lens++) {
         int L = lens == 0 ? 12 : 77;
-        for (int b = 0; b < 64; b++)
-            for (int p = 0; p < 77; p++)
-                ids[b * 77 + p] = p == 0 ? 49406 : (p < L - 1 ? 320 + (b * 31 + p * 7) % 40000
-                                                              : 49407);
-        job j = {m, NULL, ids, 64, 77, out};
+        job j = {m, NULL, lens == 0 ? ids12 : ids77, 64, 77, out};
         timing t = measure(&j, 5);
         double r = 64 / t.call_s, gf = text_flops(info, L) / 1e9;
-        printf("texts/s   batch 64, %2d tokens      %8.1f   model %6.1f GFLOP/s, sgemm ceiling %6.1f: "
+        printf("   texts/s   batch 64, %2d tokens   %8.1f   model %6.1f GFLOP/s, sgemm ceiling %6.1f: "
                "ratio %.3f\n", L, r, r * gf, t.ceiling_gflops, r * gf / t.ceiling_gflops);
     }
+    clip_model_free(m);
+}
+
+void bench_model(const char *shared, const char *synth_dir) {
+    (void)shared;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/vitb32-synth", synth_dir);
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    printf("== model: ViT-B/32 (synthetic weights, %s); OPENBLAS_CORETYPE=%s ==\n", dir,
+           core ? core : "(unset)");
+    size_t per = (size_t)3 * 224 * 224;
+    int maxb = 32;
+    float *px = malloc(sizeof(float) * per * maxb), *out = malloc(sizeof(float) * 1024 * 256);
+    int32_t *ids12 = malloc(sizeof(int32_t) * 64 * 77), *ids77 = malloc(sizeof(int32_t) * 64 * 77);
+    if (!px || !out || !ids12 || !ids77) {
+        printf("bench_model: out of memory\n");
+        return;
+    }
+    for (size_t i = 0; i < per * maxb; i++) px[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1;
+    for (int b = 0; b < 64; b++)
+        for (int p = 0; p < 77; p++) {
+            int tok = 320 + (b * 31 + p * 7) % 40000;
+            ids12[b * 77 + p] = p == 0 ? 49406 : p < 11 ? tok : 49407;
+            ids77[b * 77 + p] = p == 0 ? 49406 : p < 76 ? tok : 49407;
+        }
+    printf("(each figure: best of N calls, each call interleaved with a 1536^3 OpenBLAS sgemm "
+           "ceiling sample)\n");
+    bench_config(dir, "fp32", BENCH_THREADS, CLIP_PRECISION_FP32, CLIP_CPU_KERNEL_AUTO, px, ids12,
+                 ids77, out);
+    bench_config(dir, "fp32, 1 thread", 1, CLIP_PRECISION_FP32, CLIP_CPU_KERNEL_AUTO, px, ids12,
+                 ids77, out);
+    bench_config(dir, "bf16", BENCH_THREADS, CLIP_PRECISION_BF16, CLIP_CPU_KERNEL_AUTO, px, ids12,
+                 ids77, out);
+    bench_config(dir, "bf16, 1 thread", 1, CLIP_PRECISION_BF16, CLIP_CPU_KERNEL_AUTO, px, ids12,
+                 ids77, out);
+    bench_config(dir, "fp32 on OpenBLAS sgemm", BENCH_THREADS, CLIP_PRECISION_FP32,
+                 CLIP_CPU_KERNEL_OPENBLAS, px, ids12, ids77, out);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("peak RSS                           %8.1f MiB (weights are mmapped: the 605 MB file counts once)\n",
-           ru.ru_maxrss / 1024.0);
-    free(ids);
+    printf("peak RSS of this process           %8.1f MiB\n", ru.ru_maxrss / 1024.0);
+    free(ids12);
+    free(ids77);
     free(px);
     free(out);
-    clip_model_free(m);
 }

@@ -12,6 +12,7 @@
 #   make python-test    the Python package's tests alone (pytest; part of make test)
 #   make python-install the Python package (python/) into Debian's python, PY_PREFIX=/usr
 #                   (Debian's pip maps it to /usr/local/lib/python3.X/dist-packages)
+#   make bench-python   Dask 1 vs 2 workers and the Python overhead vs the CLI (part of make bench)
 #   make CUDA=1     also build the CUDA backend (src/backend_cuda.cu, needs nvcc)
 
 BUILD   ?= build
@@ -83,7 +84,7 @@ SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
 .PHONY: all test asan tsan bench demo fuzz deps clean print-shared install python-test \
-        python-test-run python-install
+        python-test-run python-install bench-python
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -167,7 +168,7 @@ test: deps
 # The Python package (python/clipeval) over build/libclip.so, with Debian's python and pytest.
 PYTHON  ?= /usr/bin/python3
 PY_ENV   = $(TEST_ENV) CLIPEVAL_LIB=$(abspath $(BUILD)/libclip.so) PYTHONPATH=$(CURDIR)/python
-PYTEST_ARGS ?= -q
+PYTEST_ARGS ?= -q -rs
 python-test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/clipeval $(BUILD)/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
@@ -208,6 +209,12 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench_clip $(BUILD)/clipeval
 	@$(MAKE) --no-print-directory $(SYNTH_B32)
 	$(TEST_ENV) $(BUILD)/bench_clip
+	@$(MAKE) --no-print-directory bench-python
+
+# Python/Dask figures, as ratios measured in one run (tests/python/bench_python.py).
+bench-python: deps
+	@$(MAKE) --no-print-directory $(BUILD)/clipeval $(BUILD)/libclip.so $(SYNTH_B32)
+	$(PY_ENV) $(PYTHON) tests/python/bench_python.py
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/clipeval

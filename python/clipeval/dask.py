@@ -182,7 +182,15 @@ def score_files(client, inputs, output_dir, model=DEFAULT_MODEL, image_key="imag
     Returns {"done": [stats per shard], "skipped": [output paths]}."""
     if cache_type is not None and cache_type not in FORMATS:
         raise ValueError(f"cache_type '{cache_type}': expected one of {', '.join(FORMATS)}")
-    paths = expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])
+    # Workers resolve paths in their own current folder, maybe on another machine: send
+    # absolute paths (the shared storage must show them at the same place everywhere).
+    paths = [os.path.abspath(p) for p in
+             expand_inputs(inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+    output_dir = os.path.abspath(output_dir)
+    if options.get("image_root"):
+        options["image_root"] = os.path.abspath(options["image_root"])
+    if isinstance(model, str) and os.path.isdir(model):
+        model = os.path.abspath(model)
     os.makedirs(output_dir, exist_ok=True)
     outs = [output_path(p, output_dir, cache_type) for p in paths]
     if len(set(outs)) != len(outs):

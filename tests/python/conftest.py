@@ -131,3 +131,9 @@ def compare_scored_lines(got_lines, want_lines, key="clip_score", tol=1e-6):
         worst = max(worst, abs(gv - wv))
         assert abs(gv - wv) <= tol, f"line {i + 1}: score {gv!r} vs {wv!r}"
     return worst
+
+
+def pytest_configure(config):
+    # distributed 2022.12 on tornado 6.2: noise from the library, not from clipeval
+    config.addinivalue_line("filterwarnings",
+                            "ignore:make_current is deprecated:DeprecationWarning")

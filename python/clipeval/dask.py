@@ -215,6 +215,9 @@ def score_files(client, inputs, output_dir, model=DEFAULT_MODEL, image_key="imag
                 done.append(stats)
                 if progress:
                     progress(stats, len(done), len(todo))
+        except BaseException:
+            client.cancel(futures)  # a shard failed: queued shards are not started
+            raise
         finally:
             # temporaries of this run left by lost workers (never another run's)
             for _, o in todo:

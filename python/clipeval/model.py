@@ -115,7 +115,8 @@ class Model:
             self._icfg = _lib.clip_image_config()
             check(L.clip_image_config_load(os.fsencode(self.dir), ctypes.byref(self._icfg),
                                            ctypes.byref(err)), err)
-            if self._icfg.crop_height != self.image_size or self._icfg.crop_width != self.image_size:
+            S = self.image_size
+            if self._icfg.crop_height != S or self._icfg.crop_width != S:
                 raise ClipError(_lib.CLIP_ERR_CONFIG,
                                 f"{self.dir}: preprocessor crop size {self._icfg.crop_width}x"
                                 f"{self._icfg.crop_height} does not match the model's image size "

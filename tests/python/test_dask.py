@@ -161,7 +161,7 @@ def _command(*args):
                           text=True, timeout=600)
 
 
-def test_command_line(client, shards, tiny_model, cli_outputs, tmp_path):
+def test_command_line(client, shards, tiny_model, cli_outputs, tmp_path, capfd):
     pattern = os.path.join(os.path.dirname(shards[0]), "part-*.jsonl")
     common = ["--input", pattern, "--model", tiny_model, "--image-key", "image", "--text-key",
               "caption", "--device", "cpu", "--threads", "1"]
@@ -179,18 +179,39 @@ def test_command_line(client, shards, tiny_model, cli_outputs, tmp_path):
     assert sorted(os.listdir(tmp_path / "b")) == ["part-0.jsonl", "part-3.jsonl"]
     check_against_cli(tmp_path / "b", {k: cli_outputs[k] for k in ("part-0.jsonl",
                                                                    "part-3.jsonl")})
-    # errors
-    r = _command("--scheduler", "local:0", "--output-dir", str(tmp_path / "c"), *common)
-    assert r.returncode == 2 and "local:N" in r.stderr
-    r = _command("--scheduler", addr, "--output-dir", str(tmp_path / "c"), "--input",
-                 str(tmp_path / "zz*.jsonl"))
-    assert r.returncode == 1 and "no input matches" in r.stderr
-    r = _command("--scheduler", addr, "--output-dir", str(tmp_path / "c"), *common[:-6],
-                 "--image-key", "nope")
-    assert r.returncode == 1 and "'nope' not found" in r.stderr
+    # errors (in this process: they stop before any cluster is involved, or use ours)
+    assert cdask.main(["--scheduler", "local:0", "--output-dir", "x", *common]) == 2
+    assert cdask.main(["--scheduler", addr, "--scheduler-file", "f", "--output-dir", "x",
+                       *common]) == 2
+    assert cdask.main(["--scheduler", addr, "--output-dir", str(tmp_path / "c"), "--input",
+                       str(tmp_path / "zz*.jsonl")]) == 1
+    assert cdask.main(["--scheduler", addr, "--output-dir", str(tmp_path / "c"), *common,
+                       "--image-key", "nope", "--quiet"]) == 1
     assert os.listdir(tmp_path / "c") == []
-    r = _command("--output-dir", "x")
-    assert r.returncode == 2 and "--input" in r.stderr
+    with pytest.raises(SystemExit):
+        cdask.main(["--output-dir", "x"])  # --input is required
+    err = capfd.readouterr().err
+    for msg in ("local:N", "not both", "no input matches", "'nope' not found",
+                "the following arguments are required: --input"):
+        assert msg in err, (msg, err)
+
+
+def test_table_files_errors(shards, tmp_path):
+    with pytest.raises(ValueError, match="unsupported table type 'txt'"):
+        cdask.read_table(str(tmp_path / "a.txt"))
+    with pytest.raises(ValueError, match="unsupported table type"):
+        cdask.table_type(str(tmp_path / "noext"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image": "a", "text": "b"}\n\n{"image": oops}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:3: invalid JSON"):
+        cdask.read_table(str(bad))
+    with pytest.raises(ValueError, match="cache_type 'xml'"):
+        cdask.score_files(None, shards, str(tmp_path / "o"), cache_type="xml")
+    tsv = tmp_path / "x.tsv"
+    tsv.write_text("image\ttext\n")
+    with pytest.raises(ValueError, match="unsupported table type 'tsv'"):
+        cdask.score_files(None, [str(tsv)], str(tmp_path / "o"))
+    assert cdask.output_path("/a/b/part-1.jsonl", "/o", "csv") == "/o/part-1.csv"
 
 
 def test_killed_worker_loses_nothing(shards, tiny_model, cli_outputs, tmp_path):

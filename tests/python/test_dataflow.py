@@ -124,9 +124,9 @@ def test_storage_formats(cache_type, upstream_storage, shared, tiny_model, tmp_p
     if cache_type == "parquet":
         try:
             pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "probe.parquet")
-        except ImportError as e:
-            pytest.skip(f"no parquet engine for pandas here ({e}); Debian has neither "
-                        "pyarrow nor fastparquet")
+        except ImportError:
+            pytest.skip("no parquet engine for pandas here: neither pyarrow nor fastparquet "
+                        "(Debian bookworm packages neither)")
     from clipeval.dataflow import ImageCLIPEvaluator
     monkeypatch.chdir(os.path.join(shared, "golden"))
     inp = shared_file(shared, "golden/scores/dataflow_example.input.jsonl")

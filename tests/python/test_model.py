@@ -190,6 +190,39 @@ def test_errors(synth, synth_model, tmp_path):
     assert synth.encode_texts([]).shape == (0, 512)
 
 
+def test_more_error_paths(synth, shared, tmp_path):
+    # weights whose image size (32) does not match the preprocessor's crop (224)
+    d = tmp_path / "mismatch"
+    d.mkdir()
+    tiny = os.path.join(shared, "golden", "models", "tiny-synth")
+    for f in ("model.safetensors", "config.json"):
+        os.symlink(os.path.join(tiny, f), d / f)
+    tok = os.path.join(shared, "models", "clip-vit-base-patch32")
+    for f in os.listdir(tok):
+        if f.endswith((".json", ".txt")) and f != "config.json":
+            os.symlink(os.path.join(tok, f), d / f)
+    with pytest.raises(clipeval.ClipError) as e:
+        clipeval.Model(str(d))
+    assert e.value.status == "CLIP_ERR_CONFIG" and "crop size 224x224" in str(e.value)
+    with pytest.raises(clipeval.ClipError, match="decode_threads"):
+        clipeval.Model(str(d), decode_threads=0)
+    with pytest.raises(clipeval.ClipError, match="C-contiguous float32"):
+        synth.preprocess_into(os.path.join(shared, "golden", "images", "cake.jpg"),
+                              np.empty((3, 224, 223), np.float32))
+    with pytest.raises(TypeError, match="clipeval.Model"):
+        clipeval.Scorer("not a model")
+    with pytest.raises(clipeval.ClipError, match="cache_entries"):
+        clipeval.Scorer(synth, cache_entries=0)
+
+
+def test_library_not_found_is_a_clear_import_error(tmp_path):
+    env = dict(os.environ, CLIPEVAL_LIB=str(tmp_path / "libnope.so"))
+    r = subprocess.run([sys.executable, "-c", "import clipeval; clipeval.lib_path()"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    assert "cannot load libclip.so (looked $CLIPEVAL_LIB)" in r.stderr and "make" in r.stderr
+
+
 def test_precision_not_fp32_is_unsupported_for_now(synth_model):
     """bf16/fp16 are parsed, then refused by the engine at load (CLIP_ERR_UNSUPPORTED) until it
     implements them; the library's message comes through."""

@@ -143,6 +143,11 @@ def test_text_limit_and_columns(synth, shared):
         clipeval.score_dataframe(df, synth, batch_size=0)
     empty = clipeval.score_dataframe(df.iloc[:0], synth)
     assert len(empty) == 0 and "clip_score" in empty.columns
+    with pytest.raises(TypeError, match="either scorer= or scoring options"):
+        clipeval.score_dataframe(df, scorer=clipeval.Scorer(synth), batch_size=4)
+    twice = pd.DataFrame([[img, "a", "b"]], columns=["image_path", "text", "text"])
+    with pytest.raises(ValueError, match="appears more than once"):
+        clipeval.score_dataframe(twice, synth)
 
 
 def test_text_is_str_of_the_value_pandas_holds(synth, shared):

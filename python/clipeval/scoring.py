@@ -114,6 +114,10 @@ def _is_blank(text):
     return not text or text.strip() == ""
 
 
+def _label(labels, i):
+    return i if labels is None else labels[i]
+
+
 def _bad_value_kind(v):
     if v is None:
         return "null"
@@ -259,19 +263,18 @@ class Scorer:
         for k in range(n):
             i = w0 + k
             e = row_img[k]
-            label = i if labels is None else labels[i]
             if isinstance(e, str):
-                self.warn(f"row {label}: cannot score: {e} (score 0.0)")
+                self.warn(f"row {_label(labels, i)}: cannot score: {e} (score 0.0)")
                 st["image_failed"] += 1
                 status[i] = IMAGE_FAILED
             elif e is not None and e.state == _FAILED:
-                self.warn(f"row {label}: failed to load image {e.reason} (score 0.0)")
+                self.warn(f"row {_label(labels, i)}: failed to load image {e.reason} (score 0.0)")
                 st["image_failed"] += 1
                 status[i] = IMAGE_FAILED
             elif row_state[k] == TEXT_TOO_LONG:
                 nbytes = len(text_bytes(texts[i]))
-                self.warn(f"row {label}: text of {nbytes} bytes is above the max_text_bytes "
-                          "limit (score 0.0)")
+                self.warn(f"row {_label(labels, i)}: text of {nbytes} bytes is above the "
+                          "max_text_bytes limit (score 0.0)")
                 st["text_failed"] += 1
                 status[i] = TEXT_TOO_LONG
             elif row_state[k] == EMPTY_TEXT:

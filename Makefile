@@ -9,6 +9,10 @@
 #   make asan       the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the thread test under ThreadSanitizer
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
+#   make python-test    the Python package's tests alone (pytest; part of make test)
+#   make python-install the Python package (python/) into Debian's python, PY_PREFIX=/usr
+#                   (Debian's pip maps it to /usr/local/lib/python3.X/dist-packages)
+#   make bench-python   Dask 1 vs 2 workers and the Python overhead vs the CLI (part of make bench)
 #   make CUDA=1     also build the CUDA backend (src/backend_cuda.cu, needs nvcc)
 
 BUILD   ?= build
@@ -79,7 +83,8 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install check-install
+.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install check-install \
+        python-test python-test-run python-install bench-python
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -158,6 +163,25 @@ test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) OMP_NUM_THREADS=1 $(BUILD)/test_clip $(CRITERION_ARGS)
+	@$(MAKE) --no-print-directory python-test-run
+
+# The Python package (python/clipeval) over build/libclip.so, with Debian's python and pytest.
+PYTHON  ?= /usr/bin/python3
+PY_ENV   = $(TEST_ENV) CLIPEVAL_LIB=$(abspath $(BUILD)/libclip.so) PYTHONPATH=$(CURDIR)/python
+PYTEST_ARGS ?= -q -rs
+python-test: deps
+	@$(MAKE) --no-print-directory $(BUILD)/clipeval $(BUILD)/libclip.so
+	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
+	@$(MAKE) --no-print-directory python-test-run
+python-test-run:
+	$(PY_ENV) OMP_NUM_THREADS=1 $(PYTHON) -m pytest $(PYTEST_ARGS) -p no:cacheprovider tests/python
+
+# One command into Debian's python: the wheel bundles build/libclip.so (python/setup.py).
+# In a virtual environment: pip install --no-build-isolation ./python
+PY_PREFIX ?= /usr
+python-install: $(BUILD)/libclip.so
+	CLIPEVAL_LIB=$(abspath $(BUILD)/libclip.so) $(PYTHON) -m pip install --no-build-isolation \
+	  --no-deps --prefix $(PY_PREFIX) $(if $(DESTDIR),--root $(DESTDIR)) ./python
 
 # Sanitizer builds live in their own folders; the test data and synthetic model are shared.
 asan: deps
@@ -185,6 +209,12 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench_clip $(BUILD)/clipeval
 	@$(MAKE) --no-print-directory $(SYNTH_B32)
 	$(TEST_ENV) $(BUILD)/bench_clip
+	@$(MAKE) --no-print-directory bench-python
+
+# Python/Dask figures, as ratios measured in one run (tests/python/bench_python.py).
+bench-python: deps
+	@$(MAKE) --no-print-directory $(BUILD)/clipeval $(BUILD)/libclip.so $(SYNTH_B32)
+	$(PY_ENV) $(PYTHON) tests/python/bench_python.py
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/clipeval

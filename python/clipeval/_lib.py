@@ -43,7 +43,8 @@ class clip_error(ctypes.Structure):
 
 
 class clip_model_options(ctypes.Structure):
-    _fields_ = [("device", ctypes.c_int), ("n_threads", ctypes.c_int), ("precision", ctypes.c_int)]
+    _fields_ = [("device", ctypes.c_int), ("n_threads", ctypes.c_int), ("precision", ctypes.c_int),
+                ("cpu_kernel", ctypes.c_int)]
 
 
 class clip_model_info(ctypes.Structure):
@@ -52,7 +53,7 @@ class clip_model_info(ctypes.Structure):
         "vision_heads", "vision_mlp", "vision_positions", "text_width", "text_layers",
         "text_heads", "text_mlp", "context_length", "vocab_size", "eos_token_id", "embed_dim")] + [
         ("logit_scale", ctypes.c_float), ("dir", ctypes.c_char_p), ("device", ctypes.c_char_p),
-        ("precision", ctypes.c_int), ("n_threads", ctypes.c_int)]
+        ("precision", ctypes.c_int), ("n_threads", ctypes.c_int), ("cpu_kernel", ctypes.c_char_p)]
 
 
 TRACE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,

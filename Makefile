@@ -22,6 +22,9 @@ VERSION := $(shell sed -n 's/^\#define CLIP_VERSION "\(.*\)"/\1/p' src/engine/in
 PKGS    := openblas libpng libjpeg libwebp libwebpdemux libutf8proc zlib
 
 OPENBLAS_LIBDIR := $(shell pkg-config --variable=libdir openblas 2>/dev/null)
+# libmicrohttpd: only the application's HTTP server (`clipeval serve`) uses it, never libclip.
+MHD_CFLAGS := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS   := $(or $(shell pkg-config --libs libmicrohttpd 2>/dev/null),-lmicrohttpd)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -43,7 +46,7 @@ CFLAGS_BASE = $(CSTD) $(OPT) -g $(WARN) -ffp-contract=off -fno-fast-math $(OPENM
 # The library: position-independent (it goes into libclip.so too), and only the functions
 # marked CLIP_API in clip.h are visible outside it.
 CFLAGS_LIB  = $(CFLAGS_BASE) -fPIC -fvisibility=hidden $(INC_ENGINE)
-CFLAGS_APP  = $(CFLAGS_BASE) $(INC_APP)
+CFLAGS_APP  = $(CFLAGS_BASE) $(INC_APP) $(MHD_CFLAGS)
 CFLAGS_ALL  = $(CFLAGS_BASE) $(INC_TESTS)
 LDLIBS_ALL = $(PKG_LIBS) -lgif $(OPENMP) -lpthread -lm \
              $(if $(OPENBLAS_LIBDIR),-Wl$(comma)-rpath$(comma)$(OPENBLAS_LIBDIR)) $(EXTRA_LDFLAGS)
@@ -125,7 +128,7 @@ $(BUILD)/libclipapp.a: $(APP_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/clipeval: $(CLI_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
-	$(CC) $(CFLAGS_APP) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_APP) -o $@ $^ $(LDLIBS_ALL) $(MHD_LIBS)
 
 $(BUILD)/test_clip: $(TEST_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ -lcriterion $(LDLIBS_ALL)

@@ -3,9 +3,11 @@
 #   make            build/clipeval (CLI), build/libclip.a and build/libclip.so (the engine, header
 #                   src/engine/include/clip.h)
 #   make install    PREFIX=/usr/local: clip.h, both libraries, clip.pc (pkg-config) and the CLI
-#   make test       Criterion suite against ../shared/golden (installs Debian packages if missing)
+#   make test       Criterion suite against ../shared/golden (installs Debian packages if missing),
+#                   then the `clipeval serve` end-to-end tests (tests/serve/test_serve.py)
 #   make demo       score the DataFlow example with `clipeval score`
-#   make bench      speed figures (model, tokenizer, image pipeline, scorer)
+#   make bench      speed figures (model, tokenizer, image pipeline, scorer, then bench-serve)
+#   make bench-serve  `clipeval serve` under load: requests/s, p50/p99, vs offline embed
 #   make asan       the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the thread test under ThreadSanitizer
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
@@ -156,11 +158,14 @@ $(SYNTH_B32): $(BUILD)/clipeval
 TEST_ENV = CLIPEVAL_SHARED=$(abspath $(SHARED)) CLIPEVAL_BUILD=$(abspath $(BUILD)) CLIPEVAL_SRC=$(CURDIR) \
            CLIPEVAL_SYNTH_DIR=$(abspath $(BUILD)/models)
 CRITERION_ARGS ?= --jobs 2
+# Debian's python (stdlib only) drives the end-to-end server tests.
+PYTHON ?= /usr/bin/python3
 
 test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) OMP_NUM_THREADS=1 $(BUILD)/test_clip $(CRITERION_ARGS)
+	$(TEST_ENV) $(PYTHON) tests/serve/test_serve.py
 
 # Sanitizer builds live in their own folders; the test data and synthetic model are shared.
 asan: deps

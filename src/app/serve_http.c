@@ -291,11 +291,14 @@ static MHD_RESULT on_request(void *cls, struct MHD_Connection *c, const char *ur
     else
         sv_api_score(h->api, body, r->body.len, &rep);
     clip_buf_free(&r->body);
+    /* queued first (counted in sending), then no longer processing: the drain never sees a
+     * moment where this request is in neither count */
+    MHD_RESULT q = respond(h, c, r, &rep);
     pthread_mutex_lock(&h->mu);
     h->processing--;
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
-    return respond(h, c, r, &rep);
+    return q;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,

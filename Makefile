@@ -84,7 +84,7 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install
+.PHONY: all test asan tsan bench bench-serve demo fuzz deps clean print-shared install
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -193,6 +193,19 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench_clip $(BUILD)/clipeval
 	@$(MAKE) --no-print-directory $(SYNTH_B32)
 	$(TEST_ENV) $(BUILD)/bench_clip
+	@$(MAKE) --no-print-directory bench-serve
+
+# The server under load against the offline path, in one run (tests/serve/bench_serve.c).
+# BENCH_SERVE_MODEL picks another model folder; BENCH_SERVE_ARGS e.g. --requests 128.
+BENCH_SERVE_MODEL ?= $(BUILD)/models/vitb32-synth
+BENCH_SERVE_ARGS  ?=
+$(BUILD)/bench_serve: tests/serve/bench_serve.c $(BUILD)/libclipapp.a $(BUILD)/libclip.a
+	$(CC) $(CFLAGS_ALL) $(TEST_WFLAGS) -o $@ $^ $(LDLIBS_ALL)
+bench-serve: deps
+	@$(MAKE) --no-print-directory $(BUILD)/bench_serve $(BUILD)/clipeval
+	@if [ "$(BENCH_SERVE_MODEL)" = "$(BUILD)/models/vitb32-synth" ]; then \
+	  $(MAKE) --no-print-directory $(SYNTH_B32); fi
+	$(TEST_ENV) $(BUILD)/bench_serve --model $(BENCH_SERVE_MODEL) $(BENCH_SERVE_ARGS)
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/clipeval

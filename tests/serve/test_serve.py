@@ -742,6 +742,24 @@ class Startup(unittest.TestCase):
             rc, out, err = self.serve(*args)
             self.assertEqual(rc, 1, (args, err))
             self.assertIn(msg, err)
+        # a model folder whose preprocessor does not fit the model, or without a tokenizer
+        bad = os.path.join(FX["tmp"], "badcrop")
+        os.mkdir(bad)
+        for f in os.listdir(m):
+            if f != "preprocessor_config.json":
+                os.symlink(os.path.join(m, f), os.path.join(bad, f))
+        with open(os.path.join(bad, "preprocessor_config.json"), "w") as f:
+            json.dump({"crop_size": 48, "size": 48}, f)
+        rc, out, err = self.serve("--model", bad)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("crop size", err)
+        notok = os.path.join(FX["tmp"], "notok")
+        os.mkdir(notok)
+        for f in ("config.json", "model.safetensors", "preprocessor_config.json"):
+            os.symlink(os.path.join(m, f), os.path.join(notok, f))
+        rc, out, err = self.serve("--model", notok)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("error", err)
         # the port is taken
         s = FX["server"]
         rc, out, err = run([CLI, "serve", "--model", m, "--port", str(s.port)])
@@ -913,6 +931,41 @@ def wait_refused(s):
 
 
 class Survival(unittest.TestCase):
+    def test_connection_limit(self):
+        s = Server(FX["model"], "--max-connections", "2")
+        try:
+            a = http.client.HTTPConnection(s.host, s.port, timeout=BOUND)
+            b = http.client.HTTPConnection(s.host, s.port, timeout=BOUND)
+            self.assertEqual(s.request("GET", "/health", conn=a)[0], 200)
+            self.assertEqual(s.request("GET", "/health", conn=b)[0], 200)
+            got = []
+
+            def third():
+                try:
+                    got.append(s.request("GET", "/health")[0])
+                except (ConnectionResetError, http.client.RemoteDisconnected):
+                    got.append("closed")
+            t = threading.Thread(target=third)
+            t.start()
+            # a third connection is closed by libmicrohttpd or waits in the backlog: the server
+            # never holds more than two
+            st, _, data = s.request("GET", "/metrics", conn=a)
+            self.assertIn("clipeval_connections 2\n", data.decode())
+            b.close()  # a slot frees up (a waiting third request is served then)
+            t.join(BOUND)
+            self.assertIn(got, ([200], ["closed"]))
+            end = time.monotonic() + BOUND  # until the server has let b go
+            while time.monotonic() < end:
+                data = s.request("GET", "/metrics", conn=a)[2].decode()
+                if "clipeval_connections 1\n" in data:
+                    break
+                time.sleep(0.01)
+            self.assertEqual(s.request("GET", "/health")[0], 200)
+            a.close()
+            self.assertEqual(s.stop(), 0, s.log())
+        finally:
+            s.cleanup()
+
     def test_disconnect_mid_body(self):
         s = FX["server"]
         for _ in range(3):

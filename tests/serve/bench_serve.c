@@ -361,6 +361,13 @@ static result run_load(int port, const clip_buf *reqs, int first, int total, int
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
+    /* The server runs OpenMP with passive waiting (serve.c says why); the in-process figures
+     * it is compared with get the same policy, read by libgomp at start-up: start again. */
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") &&
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) {
+        execv("/proc/self/exe", argv);
+        die("cannot restart with OMP_WAIT_POLICY=PASSIVE");
+    }
     const char *model = NULL, *cli = NULL;
     int n64 = 256;
     double max_seconds = 20;
@@ -443,9 +450,10 @@ int main(int argc, char **argv) {
 
     clip_runtime_info rt;
     clip_runtime_info_get(&rt);
-    printf("\nclipeval serve on %s (%s, %d cores, embedding dim %d), one input per request, "
-           "loopback; shared machine, noisy figures\n\n",
-           model, rt.blas_core, rt.cores, L.dim);
+    printf("\nclipeval serve on %s (%s, %d cores, embedding dim %d, OMP_WAIT_POLICY=%s), one "
+           "input per request, loopback; shared machine, noisy figures\n\n",
+           model, rt.blas_core, rt.cores, L.dim,
+           getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "(default)");
     printf("| request      | conc | requests | req/s   | p50 ms  | p99 ms  |\n");
     printf("|--------------|------|----------|---------|---------|---------|\n");
     for (int k = 0; k < 2; k++)

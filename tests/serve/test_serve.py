@@ -766,6 +766,23 @@ class Startup(unittest.TestCase):
         self.assertEqual(rc, 1, err)
         self.assertIn("cannot listen", err)
 
+    def test_openmp_waits_passively_unless_chosen(self):
+        env = os.environ.copy()
+        env.pop("OMP_WAIT_POLICY", None)
+        env.pop("GOMP_SPINCOUNT", None)
+        for policy, expect in ((None, "OMP_WAIT_POLICY=PASSIVE"), ("active", "OMP_WAIT_POLICY=active")):
+            if policy:
+                env["OMP_WAIT_POLICY"] = policy
+            s = Server(FX["model"], env=env)
+            try:
+                self.assertIn(expect, s.log())
+                with open("/proc/%d/environ" % s.proc.pid, "rb") as f:
+                    self.assertIn(expect.encode(), f.read().split(b"\0"))
+                self.assertEqual(s.request("GET", "/health")[0], 200)
+                self.assertEqual(s.stop(), 0, s.log())  # the same process: it re-executed
+            finally:
+                s.cleanup()
+
     def test_ready_file(self):
         ready = os.path.join(FX["tmp"], "ready.txt")
         s = Server(FX["model"], "--ready-file", ready, "--host", "localhost")

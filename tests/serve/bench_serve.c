@@ -13,8 +13,9 @@
  * absolute numbers are noisy.
  *
  * usage: bench_serve --model DIR [--cli PATH] [--requests N] [--max-seconds S]
- *   --requests N     requests per configuration at concurrency 64 (default 256; 1/8 use less)
- *   --max-seconds S  stop issuing requests in one configuration after S seconds (default 20) */
+ *   --requests N     text requests at concurrency 64 (default 256); images and lower
+ *                    concurrency use fewer (see main)
+ *   --max-seconds S  stop issuing requests in one configuration after S seconds (default 15) */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -181,33 +182,6 @@ static double pct(double *v, int n, double p) {
     return v[k < n ? k : n - 1];
 }
 
-/* One input at a time, prepared and encoded: p50 seconds over n inputs from `first`. */
-static double bare(const lib *L, const inputs *in, int first, int n, int image) {
-    double *lat = malloc(sizeof(double) * (size_t)n);
-    float *px = malloc(sizeof(float) * 3 * (size_t)L->S * L->S);
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)L->ctx);
-    float *out = malloc(sizeof(float) * (size_t)L->dim);
-    if (!lat || !px || !ids || !out) die("out of memory");
-    clip_error e = {0};
-    for (int i = 0; i < n; i++) {
-        double t0 = clip_now();
-        if (image) {
-            decode(L, &in->png[first + i], px);
-            if (clip_encode_images(L->m, px, 1, NULL, out, &e)) die(e.msg);
-        } else {
-            tokenize(L, in->text + first + i, 1, ids);
-            if (clip_encode_texts(L->m, ids, 1, L->ctx, NULL, out, &e)) die(e.msg);
-        }
-        lat[i] = clip_now() - t0;
-    }
-    double p50 = pct(lat, n, 0.5);
-    free(lat);
-    free(px);
-    free(ids);
-    free(out);
-    return p50;
-}
-
 /* ------------------------------------------------------------------ the server */
 
 static pid_t start_server(const char *cli, const char *model, int *port) {
@@ -358,6 +332,52 @@ static result run_load(int port, const clip_buf *reqs, int first, int total, int
     return r;
 }
 
+/* Concurrency 1, paired with the bare model call: n times, one input prepared and encoded in
+ * this process (tokenize, or decode + preprocess; then encode), then one request to the idle
+ * server with the next input. Interleaving makes both see the same machine. */
+static void paired_c1(const lib *L, const inputs *in, const clip_buf *reqs, int port, int first,
+                      int n, int image, double max_seconds, double *bare_p50, result *server) {
+    double *lb = malloc(sizeof(double) * (size_t)n), *ls = malloc(sizeof(double) * (size_t)n);
+    float *px = malloc(sizeof(float) * 3 * (size_t)L->S * L->S);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)L->ctx);
+    float *out = malloc(sizeof(float) * (size_t)L->dim);
+    int fd = connect_to(port);
+    clip_buf resp = {0};
+    if (!lb || !ls || !px || !ids || !out || fd < 0) die("out of memory or no connection");
+    clip_error e = {0};
+    double t_start = clip_now(), busy = 0;
+    int done = 0;
+    for (int i = 0; i < n && clip_now() - t_start < max_seconds; i++, done++) {
+        int a = first + 2 * i, b = a + 1;
+        double t0 = clip_now();
+        if (image) {
+            decode(L, &in->png[a], px);
+            if (clip_encode_images(L->m, px, 1, NULL, out, &e)) die(e.msg);
+        } else {
+            tokenize(L, in->text + a, 1, ids);
+            if (clip_encode_texts(L->m, ids, 1, L->ctx, NULL, out, &e)) die(e.msg);
+        }
+        double t1 = clip_now();
+        if (exchange(fd, &reqs[b], &resp) != 200) die("a request at concurrency 1 failed");
+        double t2 = clip_now();
+        lb[i] = t1 - t0;
+        ls[i] = t2 - t1;
+        busy += t2 - t1;
+    }
+    close(fd);
+    clip_buf_free(&resp);
+    *bare_p50 = pct(lb, done, 0.5);
+    server->requests = done;
+    server->rps = done / busy;
+    server->p50 = pct(ls, done, 0.5);
+    server->p99 = pct(ls, done, 0.99);
+    free(lb);
+    free(ls);
+    free(px);
+    free(ids);
+    free(out);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
@@ -370,7 +390,7 @@ int main(int argc, char **argv) {
     }
     const char *model = NULL, *cli = NULL;
     int n64 = 256;
-    double max_seconds = 20;
+    double max_seconds = 15;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
@@ -410,11 +430,18 @@ int main(int argc, char **argv) {
     L.dim = info->embed_dim;
 
     const int conc[3] = {1, 8, 64};
-    int count[3] = {n64 / 8, n64 / 2, n64};
-    if (count[0] < 16) count[0] = 16;
-    int warm = 4, bare_n = count[0];
-    /* disjoint input ranges: warm-up, bare calls, then one range per configuration */
-    int total = warm + bare_n + count[0] + count[1] + count[2];
+    /* requests per configuration: texts n64 at concurrency 64, images a quarter (an image
+     * costs several texts); concurrency 8 half of that, concurrency 1 an eighth (at least 16) */
+    int count[2][3];
+    for (int k = 0; k < 2; k++) {
+        int c64 = k ? n64 / 4 : n64;
+        count[k][2] = c64;
+        count[k][1] = c64 / 2;
+        count[k][0] = c64 / 8 < 16 ? 16 : c64 / 8;
+    }
+    int warm = 4;
+    /* disjoint input ranges per kind: warm-up, concurrency 1 (bare + server), 8, 64 */
+    int total = warm + 2 * count[0][0] + count[0][1] + count[0][2];
     fprintf(stderr, "bench_serve: preparing %d distinct texts and %dx%d PNG images...\n", total,
             IMG_W, IMG_H);
     inputs in;
@@ -423,22 +450,27 @@ int main(int argc, char **argv) {
     int port = 0;
     pid_t pid = start_server(cli, model, &port);
     fprintf(stderr, "bench_serve: server on port %d\n", port);
-    /* Per kind, each server figure next to the in-process one it is compared with (the machine
-     * is shared: what runs beside us changes over a minute). The server is idle while this
-     * process computes, and this process is idle while the server is loaded. */
+    /* Each server figure is measured next to the in-process one it is compared with (the
+     * machine is shared: what runs beside us changes within a minute). The server is idle
+     * while this process computes, and this process is idle while the server is loaded. */
     double off[2], bare_p50[2];
     result res[2][3];
     for (int k = 0; k < 2; k++) {
         const clip_buf *reqs = k ? in.req_image : in.req_text;
         offline(&L, &in, 0, warm, k); /* warm-up: first touch of weights, thread pools */
         run_load(port, reqs, 0, warm, 1, max_seconds);
-        int first = warm + bare_n;
-        bare_p50[k] = bare(&L, &in, warm, bare_n, k);
-        for (int c = 0; c < 3; c++) {
-            fprintf(stderr, "bench_serve: %s, concurrency %d...\n", k ? "images" : "texts", conc[c]);
-            res[k][c] = run_load(port, reqs, first, count[c], conc[c], max_seconds);
+        int first = warm;
+        fprintf(stderr, "bench_serve: %s, concurrency 1 (and bare calls)...\n",
+                k ? "images" : "texts");
+        paired_c1(&L, &in, reqs, port, first, count[k][0], k, max_seconds, &bare_p50[k],
+                  &res[k][0]);
+        first += 2 * count[k][0];
+        for (int c = 1; c < 3; c++) {
+            fprintf(stderr, "bench_serve: %s, concurrency %d...\n", k ? "images" : "texts",
+                    conc[c]);
+            res[k][c] = run_load(port, reqs, first, count[k][c], conc[c], max_seconds);
             if (c == 2) off[k] = offline(&L, &in, first, res[k][c].requests, k);
-            first += count[c];
+            first += count[k][c];
         }
     }
     clip_model_free(L.m);

@@ -203,8 +203,37 @@ void sv_request_free(sv_request *r) {
     memset(r, 0, sizeof *r);
 }
 
-static int parse_root(const char *body, size_t len, sv_request *out, sv_fail *f) {
+/* Structural characters outside strings: an upper bound on the values a parse would build.
+ * A body of 32 MiB of `[0,0,0,...]` would otherwise become some 11 million parsed values, 20
+ * times its size in memory, before the input count is even looked at. */
+static size_t count_structure(const char *s, size_t n, size_t stop) {
+    size_t count = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < n && count <= stop; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == ',' || c == ':' || c == '[' || c == '{') {
+            count++;
+        }
+    }
+    return count;
+}
+
+static int parse_root(const char *body, size_t len, size_t max_inputs, sv_request *out,
+                      sv_fail *f) {
     memset(out, 0, sizeof *out);
+    /* a valid request needs at most a few per input ({"image": ...},) plus a few fields */
+    size_t limit = max_inputs > ((size_t)-1 - 64) / 8 ? (size_t)-1 : 8 * max_inputs + 64;
+    if (count_structure(body, len, limit) > limit)
+        return fail(f, 413, NULL,
+                    "the request has more JSON values than %zu inputs can need (--max-queue)",
+                    max_inputs);
     clip_error e = {0};
     clip_status st = json_parse(body, len, "request body", REQ_MAX_DEPTH, &out->doc, &e);
     if (st == CLIP_ERR_NOMEM) return fail(f, 500, NULL, "out of memory parsing the request");
@@ -305,7 +334,8 @@ static int embeddings_item(const json_value *v, size_t i, sv_input *in,
 
 int sv_parse_embeddings(const char *body, size_t len, const sv_request_limits *lim,
                         sv_request *out, sv_fail *f) {
-    if (parse_root(body, len, out, f) || check_model(json_doc_root(out->doc), f)) goto bad;
+    if (parse_root(body, len, lim->max_inputs, out, f) || check_model(json_doc_root(out->doc), f))
+        goto bad;
     const json_value *root = json_doc_root(out->doc);
     const json_value *fmt = json_get(root, "encoding_format");
     if (fmt && fmt->type != JSON_NULL) {
@@ -350,7 +380,8 @@ bad:
 
 int sv_parse_score(const char *body, size_t len, const sv_request_limits *lim, sv_request *out,
                    sv_fail *f) {
-    if (parse_root(body, len, out, f) || check_model(json_doc_root(out->doc), f)) goto bad;
+    if (parse_root(body, len, lim->max_inputs, out, f) || check_model(json_doc_root(out->doc), f))
+        goto bad;
     const json_value *pairs = json_get(json_doc_root(out->doc), "pairs");
     if (!pairs || pairs->type != JSON_ARRAY) {
         fail(f, 400, "pairs", "'pairs' is required: an array of {\"image\": ..., \"text\": ...}");

@@ -595,6 +595,9 @@ class Errors(unittest.TestCase):
     def test_too_many_inputs(self):
         st, _, js = self.post({"input": ["t"] * 257})
         check_error(self, st, js, 413, "input", "--max-queue")
+        # many values: refused before they are parsed (no memory blow-up)
+        st, _, js = self.post(b'{"input": [' + b"0," * 100000 + b'0]}')
+        check_error(self, st, js, 413, contains="JSON values")
 
 
 def recv_response(sk):

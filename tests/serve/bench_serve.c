@@ -15,7 +15,7 @@
  * usage: bench_serve --model DIR [--cli PATH] [--requests N] [--max-seconds S]
  *   --requests N     text requests at concurrency 64 (default 256); images and lower
  *                    concurrency use fewer (see main)
- *   --max-seconds S  stop issuing requests in one configuration after S seconds (default 15) */
+ *   --max-seconds S  stop issuing requests in one configuration after S seconds (default 10) */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -390,7 +390,7 @@ int main(int argc, char **argv) {
     }
     const char *model = NULL, *cli = NULL;
     int n64 = 256;
-    double max_seconds = 15;
+    double max_seconds = 10;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];

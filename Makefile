@@ -3,9 +3,11 @@
 #   make            build/clipeval (CLI), build/libclip.a and build/libclip.so (the engine, header
 #                   src/engine/include/clip.h)
 #   make install    PREFIX=/usr/local: clip.h, both libraries, clip.pc (pkg-config) and the CLI
-#   make test       Criterion suite against ../shared/golden (installs Debian packages if missing)
+#   make test       Criterion suite against ../shared/golden (installs Debian packages if missing),
+#                   then the `clipeval serve` end-to-end tests (tests/serve/test_serve.py)
 #   make demo       score the DataFlow example with `clipeval score`
-#   make bench      speed figures (model, tokenizer, image pipeline, scorer)
+#   make bench      speed figures (model, tokenizer, image pipeline, scorer, then bench-serve)
+#   make bench-serve  `clipeval serve` under load: requests/s, p50/p99, vs offline embed
 #   make asan       the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the thread test under ThreadSanitizer
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
@@ -26,6 +28,9 @@ VERSION := $(shell sed -n 's/^\#define CLIP_VERSION "\(.*\)"/\1/p' src/engine/in
 PKGS    := openblas libpng libjpeg libwebp libwebpdemux libutf8proc zlib
 
 OPENBLAS_LIBDIR := $(shell pkg-config --variable=libdir openblas 2>/dev/null)
+# libmicrohttpd: only the application's HTTP server (`clipeval serve`) uses it, never libclip.
+MHD_CFLAGS := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS   := $(or $(shell pkg-config --libs libmicrohttpd 2>/dev/null),-lmicrohttpd)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -47,7 +52,7 @@ CFLAGS_BASE = $(CSTD) $(OPT) -g $(WARN) -ffp-contract=off -fno-fast-math $(OPENM
 # The library: position-independent (it goes into libclip.so too), and only the functions
 # marked CLIP_API in clip.h are visible outside it.
 CFLAGS_LIB  = $(CFLAGS_BASE) -fPIC -fvisibility=hidden $(INC_ENGINE)
-CFLAGS_APP  = $(CFLAGS_BASE) $(INC_APP)
+CFLAGS_APP  = $(CFLAGS_BASE) $(INC_APP) $(MHD_CFLAGS)
 CFLAGS_ALL  = $(CFLAGS_BASE) $(INC_TESTS)
 LDLIBS_ALL = $(PKG_LIBS) -lgif $(OPENMP) -lpthread -lm \
              $(if $(OPENBLAS_LIBDIR),-Wl$(comma)-rpath$(comma)$(OPENBLAS_LIBDIR)) $(EXTRA_LDFLAGS)
@@ -83,8 +88,8 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install check-install \
-        python-test python-test-run python-install bench-python
+.PHONY: all test asan tsan bench bench-serve demo fuzz deps clean print-shared install \
+        check-install python-test python-test-run python-install bench-python
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -130,7 +135,7 @@ $(BUILD)/libclipapp.a: $(APP_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/clipeval: $(CLI_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
-	$(CC) $(CFLAGS_APP) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_APP) -o $@ $^ $(LDLIBS_ALL) $(MHD_LIBS)
 
 $(BUILD)/test_clip: $(TEST_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ -lcriterion $(LDLIBS_ALL)
@@ -158,15 +163,17 @@ $(SYNTH_B32): $(BUILD)/clipeval
 TEST_ENV = CLIPEVAL_SHARED=$(abspath $(SHARED)) CLIPEVAL_BUILD=$(abspath $(BUILD)) CLIPEVAL_SRC=$(CURDIR) \
            CLIPEVAL_SYNTH_DIR=$(abspath $(BUILD)/models)
 CRITERION_ARGS ?= --jobs 2
+# Debian's python (stdlib only) drives the end-to-end server tests.
+PYTHON ?= /usr/bin/python3
 
 test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) OMP_NUM_THREADS=1 $(BUILD)/test_clip $(CRITERION_ARGS)
+	$(TEST_ENV) $(PYTHON) tests/serve/test_serve.py
 	@$(MAKE) --no-print-directory python-test-run
 
 # The Python package (python/clipeval) over build/libclip.so, with Debian's python and pytest.
-PYTHON  ?= /usr/bin/python3
 PY_ENV   = $(TEST_ENV) CLIPEVAL_LIB=$(abspath $(BUILD)/libclip.so) PYTHONPATH=$(CURDIR)/python
 PYTEST_ARGS ?= -q -rs
 python-test: deps
@@ -215,6 +222,19 @@ bench: deps
 bench-python: deps
 	@$(MAKE) --no-print-directory $(BUILD)/clipeval $(BUILD)/libclip.so $(SYNTH_B32)
 	$(PY_ENV) $(PYTHON) tests/python/bench_python.py
+	@$(MAKE) --no-print-directory bench-serve
+
+# The server under load against the offline path, in one run (tests/serve/bench_serve.c).
+# BENCH_SERVE_MODEL picks another model folder; BENCH_SERVE_ARGS e.g. --requests 128.
+BENCH_SERVE_MODEL ?= $(BUILD)/models/vitb32-synth
+BENCH_SERVE_ARGS  ?=
+$(BUILD)/bench_serve: tests/serve/bench_serve.c $(BUILD)/libclipapp.a $(BUILD)/libclip.a
+	$(CC) $(CFLAGS_ALL) $(TEST_WFLAGS) -o $@ $^ $(LDLIBS_ALL)
+bench-serve: deps
+	@$(MAKE) --no-print-directory $(BUILD)/bench_serve $(BUILD)/clipeval
+	@if [ "$(BENCH_SERVE_MODEL)" = "$(BUILD)/models/vitb32-synth" ]; then \
+	  $(MAKE) --no-print-directory $(SYNTH_B32); fi
+	$(TEST_ENV) $(BUILD)/bench_serve --model $(BENCH_SERVE_MODEL) $(BENCH_SERVE_ARGS)
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/clipeval

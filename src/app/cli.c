@@ -10,6 +10,7 @@
 #include "json.h"
 #include "npy.h"
 #include "scorer.h"
+#include "serve.h"
 #include "synth.h"
 #include "compare.h"
 #include "trace.h"
@@ -803,6 +804,7 @@ static const char *main_help =
     "  embed       embeddings of images, texts, pixel tensors or token ids (.npy out)\n"
     "  tokenize    HF CLIP tokenizer: JSONL of strings in, input_ids/attention_mask out\n"
     "  preprocess  decode + preprocess an image exactly like Pillow + CLIPImageProcessor\n"
+    "  serve       HTTP server: OpenAI-compatible embeddings, scores, metrics\n"
     "  synth       write deterministic synthetic weights for a config\n"
     "  info        show where a model is found and its hyper-parameters\n"
     "  trace       write every intermediate tensor of one input (golden/debug layout)\n"
@@ -827,6 +829,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(cmd, "trace")) return trace_command(argc - 2, argv + 2);
     if (!strcmp(cmd, "compare")) return compare_command(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve")) return serve_main(argc - 2, argv + 2);
     fprintf(stderr, "clipeval: unknown command '%s'\n%s", cmd, main_help);
     return 2;
 }

@@ -76,6 +76,8 @@ static int blank_text(const char *s, size_t n) {
     return 1;
 }
 
+int clip_score_text_is_blank(const char *s, size_t n) { return n == 0 || blank_text(s, n); }
+
 /* ------------------------------------------------------------------ embedding cache */
 
 /* A string-keyed LRU of embeddings: open addressing (linear probing, backward-shift

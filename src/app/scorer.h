@@ -46,4 +46,8 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
  * taken in float32 like torch, then the rest in double. */
 double clip_pair_score(const float *img, const float *txt, int dim);
 
+/* DataFlow's blank-text rule (`not text or text.strip() == ""`, Python's whitespace set): such
+ * a text scores 0.0 without a warning. */
+int clip_score_text_is_blank(const char *s, size_t n);
+
 #endif

@@ -255,7 +255,10 @@ def setUpModule():
         f.write(b"\x89PNG\r\n\x1a\nthis is not a png")
     os.symlink("/etc/hostname", os.path.join(imgdir, "escape.png"))
     FX["imgdir"], FX["images"] = imgdir, paths
-    FX["bytes"] = [open(p, "rb").read() for p in paths]
+    FX["bytes"] = []
+    for p in paths:
+        with open(p, "rb") as f:
+            FX["bytes"].append(f.read())
     FX["image_ref"] = cli_embed(images=paths)
     FX["server"] = Server(model, "--max-batch", "8", "--max-queue", "256", "--max-body-bytes",
                           "8MiB", "--allow-paths", imgdir, "--threads", "1",

@@ -438,7 +438,8 @@ class Correctness(unittest.TestCase):
             if p == missing:
                 pairs.append({"image_path": "missing.png", "text": t})
             else:
-                data = open(p, "rb").read()
+                with open(p, "rb") as f:
+                    data = f.read()
                 pairs.append({"image": b64(data) if i % 2 else
                               "data:image/png;base64," + b64(data), "text": t})
         st, _, js = FX["server"].post("/v1/score", {"pairs": pairs})

@@ -614,3 +614,29 @@ Test(download, fake_hub_with_resume_and_token, .timeout = 120) {
     (void)args;
     tu_rmtree(f.tmp);
 }
+
+/* ------------------------------------------------------------------ model folder checks */
+
+/* A preprocessor whose crop size is not the model's image size is refused, by one check shared
+ * by `score` and `embed --images`. */
+Test(score_rules, crop_size_mismatch_is_refused) {
+    fixture f;
+    setup(&f);
+    char p[4400], cmd[32768], content[4096], *log;
+    snprintf(p, sizeof p, "%s/preprocessor_config.json", f.model);
+    const char *cfg = "{\"crop_size\": 48, \"do_center_crop\": true, \"do_normalize\": true, "
+                      "\"do_resize\": true, \"image_mean\": [0.5, 0.5, 0.5], "
+                      "\"image_std\": [0.5, 0.5, 0.5], \"resample\": 3, \"size\": 48}";
+    unlink(p); /* not through the symlinked shared file */
+    tu_write_file(p, cfg, strlen(cfg));
+    snprintf(content, sizeof content, "{\"image_path\":\"%s\",\"text\":\"a\"}\n", f.img);
+    cr_expect_eq(score_file(&f, "in.jsonl", content, NULL, &log), 1, "%s", log);
+    cr_expect(strstr(log, "crop size 48x48 does not match the model's image size 32"), "%s", log);
+    free(log);
+    snprintf(cmd, sizeof cmd, "%s embed --model '%s' --images '%s' --out '%s/e.npy'", tu_cli(),
+             f.model, f.img, f.tmp);
+    cr_expect_eq(tu_run(cmd, &log), 1, "%s", log);
+    cr_expect(strstr(log, "crop size 48x48 does not match the model's image size 32"), "%s", log);
+    free(log);
+    tu_rmtree(f.tmp);
+}

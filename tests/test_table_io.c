@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "json.h"
-#include "table_io.h"
+#include "table/table.h"
 #include "testutil.h"
 #include "util.h"
 

@@ -1,5 +1,6 @@
 /* cli.c — the clipeval command line. Each subcommand is a thin layer over clip.h. */
 #include <errno.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,16 +14,18 @@
 #include "synth.h"
 #include "util.h"
 
-#define DEFAULT_MODEL "openai/clip-vit-base-patch32"
-
 static int die(const clip_error *e) {
     fprintf(stderr, "clipeval: error: %s\n", e->msg);
     return 1;
 }
 
-static int usage_error(const char *cmd, const char *fmt, const char *arg) {
+static int usage_error(const char *cmd, const char *fmt, ...) CLIP_PRINTF(2, 3);
+static int usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, "clipeval %s: ", cmd);
-    fprintf(stderr, fmt, arg ? arg : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fprintf(stderr, "\n(run `clipeval %s --help` for usage)\n", cmd);
     return 2;
 }
@@ -221,16 +224,12 @@ static int load_pixels(const char **files, int nfiles, int S, float **data, int 
     return 0;
 }
 
-static int load_images(const char *model_dir, const char **files, int nfiles, int S, int exif,
+static int load_images(const clip_model *m, const char **files, int nfiles, int exif,
                        float **data) {
     clip_image_config cfg;
     clip_error e = {0};
-    if (clip_image_config_load(model_dir, &cfg, &e)) return die(&e);
-    if (cfg.crop_height != S || cfg.crop_width != S) {
-        fprintf(stderr, "clipeval: error: %s: crop size %dx%d does not match the model's %d\n",
-                model_dir, cfg.crop_width, cfg.crop_height, S);
-        return 1;
-    }
+    if (clip_score_image_config(m, &cfg, &e)) return die(&e);
+    int S = clip_model_get_info(m)->image_size;
     clip_decode_options d;
     clip_decode_options_init(&d);
     d.exif_transpose = exif;
@@ -335,7 +334,7 @@ static int load_texts(const char *model_dir, const char *file, int context, int3
 static int cmd_embed(int argc, char **argv) {
     embed_args a;
     memset(&a, 0, sizeof a);
-    a.model = DEFAULT_MODEL;
+    a.model = CLIP_DEFAULT_MODEL;
     a.device = CLIP_DEVICE_CPU;
     a.pix = calloc((size_t)argc + 1, sizeof *a.pix);
     a.images = calloc((size_t)argc + 1, sizeof *a.images);
@@ -394,8 +393,7 @@ static int cmd_embed(int argc, char **argv) {
         if (a.npix || a.nimages) {
             float *pixels = NULL;
             rc = a.npix ? load_pixels(a.pix, a.npix, info->image_size, &pixels, &n)
-                        : load_images(info->dir, a.images, a.nimages, info->image_size, a.exif,
-                                      &pixels);
+                        : load_images(m, a.images, a.nimages, a.exif, &pixels);
             if (a.nimages) n = a.nimages;
             if (!rc && !(out = malloc(sizeof(float) * (size_t)n * info->embed_dim))) rc = 1;
             if (!rc && clip_encode_images(m, pixels, n, &eo, out, &e)) rc = die(&e);
@@ -468,7 +466,7 @@ static int tokenize_line(void *user, const char *s, size_t len, size_t line) {
 }
 
 static int cmd_tokenize(int argc, char **argv) {
-    const char *model = DEFAULT_MODEL;
+    const char *model = CLIP_DEFAULT_MODEL;
     int max_length = 0, pad = 1, trunc = 1;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -516,7 +514,7 @@ static const char *preprocess_help =
     "R is the uint8 [H,W,3] image after the bicubic resize, before the centre crop.\n";
 
 static int cmd_preprocess(int argc, char **argv) {
-    const char *model = DEFAULT_MODEL, *image = NULL, *out = NULL, *resized_out = NULL;
+    const char *model = CLIP_DEFAULT_MODEL, *image = NULL, *out = NULL, *resized_out = NULL;
     clip_decode_options d;
     clip_decode_options_init(&d);
     for (int i = 0; i < argc; i++) {
@@ -662,8 +660,8 @@ static int cmd_score(int argc, char **argv) {
             if ((o.decode_threads = parse_int(v, 1, 4096)) < 0)
                 return usage_error("score", "bad --decode-threads '%s'", v);
         } else if (VAL("--batch-size")) {
-            if ((o.batch_size = parse_int(v, 1, 4096)) < 0)
-                return usage_error("score", "bad --batch-size '%s' (1..4096)", v);
+            if ((o.batch_size = parse_int(v, 1, CLIP_SCORE_MAX_BATCH)) < 0)
+                return usage_error("score", "bad --batch-size '%s' (1..%d)", v, CLIP_SCORE_MAX_BATCH);
         } else if (VAL("--cache-entries")) {
             if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --cache-entries '%s'", v);
             o.cache_entries = (size_t)u;
@@ -759,7 +757,7 @@ static int cmd_score(int argc, char **argv) {
 /* ------------------------------------------------------------------ info */
 
 static int cmd_info(int argc, char **argv) {
-    const char *model = DEFAULT_MODEL;
+    const char *model = CLIP_DEFAULT_MODEL;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];

@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "json.h"
+#include "pytext.h"
 #include "util.h"
 
 #define WINDOW_ROWS 4096
@@ -32,13 +32,27 @@ void clip_score_options_init(clip_score_options *o) {
     o->image_key = "image_path";
     o->text_key = "text";
     o->output_key = "clip_score";
-    o->model = "openai/clip-vit-base-patch32";
+    o->model = CLIP_DEFAULT_MODEL;
     o->device = CLIP_DEVICE_AUTO;
     o->batch_size = 32;
     o->cache_entries = 65536;
     o->progress = 1;
     clip_decode_options_init(&o->decode);
     o->log = stderr;
+}
+
+clip_status clip_score_image_config(const clip_model *m, clip_image_config *cfg, clip_error *err) {
+    const clip_model_info *info = clip_model_get_info(m);
+    clip_status st = clip_image_config_load(info->dir, cfg, err);
+    if (!st && (cfg->crop_height != info->image_size || cfg->crop_width != info->image_size))
+        st = clip_fail(err, CLIP_ERR_CONFIG,
+                       "%s: preprocessor crop size %dx%d does not match the model's image size %d",
+                       info->dir, cfg->crop_width, cfg->crop_height, info->image_size);
+    return st;
+}
+
+static size_t max_text_bytes(const clip_score_options *o) {
+    return o->max_text_bytes ? o->max_text_bytes : CLIP_SCORE_DEFAULT_MAX_TEXT;
 }
 
 double clip_pair_score(const float *img, const float *txt, int dim) {
@@ -52,28 +66,6 @@ double clip_pair_score(const float *img, const float *txt, int dim) {
     if (s > 1.0) s = 1.0;
     if (s < 0.0) s = 0.0; /* NaN passes through, as Python's min/max let it */
     return s;
-}
-
-/* ------------------------------------------------------------------ text rules */
-
-/* Python's str.isspace() set (general category Zs, or bidi class WS, B or S). */
-static int py_isspace(unsigned cp) {
-    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
-           cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
-           cp == 0x202F || cp == 0x205F || cp == 0x3000;
-}
-
-/* DataFlow: `if not text or text.strip() == ""` -> 0.0 without a warning. */
-static int blank_text(const char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned cp;
-        int k = json_utf8_decode((const unsigned char *)s + i, n - i, &cp);
-        if (!k) return 0; /* an invalid byte is not whitespace */
-        if (!py_isspace(cp)) return 0;
-        i += (size_t)k;
-    }
-    return 1;
 }
 
 /* ------------------------------------------------------------------ embedding cache */
@@ -104,12 +96,9 @@ typedef struct cache {
     int dim;
 } cache;
 
+/* FNV-1a, its high bits folded down: the table index takes the low bits. */
 static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
+    uint64_t h = clip_fnv1a64(s, n);
     return h ^ (h >> 29);
 }
 
@@ -622,7 +611,7 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
     clip_status st = CLIP_OK;
     if (!rows || !scores || !new_img || !chk_img || !new_txt)
         st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
-    size_t done = 0, max_text = r->o->max_text_bytes ? r->o->max_text_bytes : (size_t)64 << 20;
+    size_t done = 0, max_text = max_text_bytes(r->o);
     for (size_t window = 1; !st; window++) {
         if (r->o->cancel && *r->o->cancel) {
             st = clip_fail(err, CLIP_ERR_IO, "interrupted");
@@ -639,7 +628,7 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
             r->text.len = 0;
             st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
             if (st) break;
-            ri->blank = r->text.len == 0 || blank_text(r->text.data, r->text.len);
+            ri->blank = r->text.len == 0 || py_blank(r->text.data, r->text.len);
             ri->text_len = r->text.len;
             if (r->text.len > max_text) ri->too_long = 1, ri->blank = 1;
             ri->img = -1;
@@ -735,12 +724,11 @@ static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip
             r->text.len = 0;
             st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
             if (st) break;
-            size_t max_text = r->o->max_text_bytes ? r->o->max_text_bytes : (size_t)64 << 20;
-            if (r->text.len > max_text) {
+            if (r->text.len > max_text_bytes(r->o)) {
                 warn(r, ri.line, "text of %zu bytes is above the --max-text-bytes limit (score 0.0)",
                      r->text.len);
                 r->stats->text_failed++;
-            } else if (r->text.len == 0 || blank_text(r->text.data, r->text.len)) {
+            } else if (r->text.len == 0 || py_blank(r->text.data, r->text.len)) {
                 r->stats->empty_text++;
             } else {
                 const char *t = r->text.data;
@@ -777,8 +765,9 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
     table_reader *ra = NULL, *rb = NULL;
     table_writer *w = NULL;
     int pool_up = 0, caches_up = 0;
-    if (o->batch_size < 1 || o->batch_size > 4096)
-        return clip_fail(err, CLIP_ERR_ARG, "batch size %d is out of range [1, 4096]", o->batch_size);
+    if (o->batch_size < 1 || o->batch_size > CLIP_SCORE_MAX_BATCH)
+        return clip_fail(err, CLIP_ERR_ARG, "batch size %d is out of range [1, %d]", o->batch_size,
+                         CLIP_SCORE_MAX_BATCH);
     /* pass 0: the whole table's shape */
     clip_status st = table_scan(o->input, o->in_fmt, &o->limits, o->skip_invalid, &r.schema, err);
     if (!st) {
@@ -801,11 +790,7 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
         r.dim = info->embed_dim;
         r.S = info->image_size;
         st = clip_tokenizer_load(info->dir, &r.tok, err);
-        if (!st) st = clip_image_config_load(info->dir, &r.icfg, err);
-        if (!st && (r.icfg.crop_height != r.S || r.icfg.crop_width != r.S))
-            st = clip_fail(err, CLIP_ERR_CONFIG,
-                           "%s: preprocessor crop size %dx%d does not match the model's image size %d",
-                           info->dir, r.icfg.crop_width, r.icfg.crop_height, r.S);
+        if (!st) st = clip_score_image_config(r.model, &r.icfg, err);
     }
     if (!st && !o->per_row) {
         size_t cap = o->cache_entries < 2 * WINDOW_ROWS ? 2 * WINDOW_ROWS : o->cache_entries;
@@ -816,7 +801,7 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
             else caches_up = 1;
         }
         int nthreads = o->decode_threads > 0 ? o->decode_threads : clip_num_cores();
-        if (!st) st = pool_start(&r.pool, nthreads, 2 * 4096 + WINDOW_ROWS, &r.icfg, &o->decode, err);
+        if (!st) st = pool_start(&r.pool, nthreads, 2 * CLIP_SCORE_MAX_BATCH + WINDOW_ROWS, &r.icfg, &o->decode, err);
         if (!st) pool_up = 1;
     }
     if (!st) st = table_reader_open(o->input, o->in_fmt, r.schema, &o->limits, &ra, err);

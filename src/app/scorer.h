@@ -7,7 +7,14 @@
 #include <stdio.h>
 
 #include "clip.h"
-#include "table_io.h"
+#include "table/table.h"
+
+/* DataFlow's default model (ImageCLIPEvaluator's model_name); every CLI command's default too. */
+#define CLIP_DEFAULT_MODEL "openai/clip-vit-base-patch32"
+/* The largest --batch-size (images per forward call). */
+#define CLIP_SCORE_MAX_BATCH 4096
+/* The default --max-text-bytes: a longer text scores 0.0 with a warning. */
+#define CLIP_SCORE_DEFAULT_MAX_TEXT ((size_t)64 << 20)
 
 typedef struct clip_score_options {
     const char *input;        /* the table to read */
@@ -21,7 +28,7 @@ typedef struct clip_score_options {
     int decode_threads;       /* 0 = all cores */
     int batch_size;           /* images / texts per forward call */
     size_t cache_entries;     /* distinct images (and texts) whose embeddings are kept */
-    size_t max_text_bytes;    /* longer texts score 0.0 with a warning; 0 = 64 MiB */
+    size_t max_text_bytes;    /* longer texts score 0.0 with a warning; 0 = the default */
     int per_row;              /* DataFlow's own loop: batch 1, no reuse (for comparison) */
     int pandas_compat, skip_invalid, quiet, progress;
     clip_decode_options decode;
@@ -41,6 +48,10 @@ void clip_score_options_init(clip_score_options *o);
 
 /* Runs the whole job; the output file appears only when everything succeeded. */
 clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stats, clip_error *err);
+
+/* The model folder's preprocessor_config.json, refused (CLIP_ERR_CONFIG) when its crop size is
+ * not the model's image size. */
+clip_status clip_score_image_config(const clip_model *m, clip_image_config *cfg, clip_error *err);
 
 /* DataFlow's score of one pair of L2-normalised embeddings: clamp((dot + 1) / 2, 0, 1), the dot
  * taken in float32 like torch, then the rest in double. */

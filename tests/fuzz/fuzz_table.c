@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "table_io.h"
+#include "table/table.h"
 #include "util.h"
 
 static char g_dir[64]; /* one scratch folder per fuzzing process */

@@ -563,11 +563,13 @@ Test(download, fake_hub_with_resume_and_token, .timeout = 120) {
         if (tu_under_ci()) cr_assert_fail("python3 and curl are needed (CI=true)");
         cr_skip_test("python3 or curl missing");
     }
-    /* serve the tiny model folder as acme/tiny-clip; cut the first weights download halfway */
+    /* serve the tiny model folder as acme/tiny-clip; cut the first weights download halfway.
+     * The server prints its port once it listens: reading it through a FIFO waits exactly
+     * that long (and ends at once if the server dies first), with no polling. */
     snprintf(cmd, sizeof cmd,
-             "cd '%s' && (FAKE_HUB_TOKEN=sekret FAKE_HUB_CUT_FILE=model.safetensors python3 '%s' "
-             "acme/tiny-clip '%s' > port.txt & echo $! > pid.txt) && for i in $(seq 50); do "
-             "test -s port.txt && break; sleep 0.1; done; test -s port.txt",
+             "cd '%s' && mkfifo port.fifo && (FAKE_HUB_TOKEN=sekret FAKE_HUB_CUT_FILE=model.safetensors "
+             "python3 '%s' acme/tiny-clip '%s' > port.fifo & echo $! > pid.txt) && "
+             "read port < port.fifo && echo \"$port\" > port.txt && test -s port.txt",
              f.tmp, server, f.model);
     cr_assert_eq(system(cmd), 0, "fake hub did not start");
     char *port_s;

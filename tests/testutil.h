@@ -1,5 +1,11 @@
 /* testutil.h — helpers shared by the Criterion tests: where the golden data is, and how a
- * missing data folder is reported (skip locally, fail under CI=true). */
+ * missing data folder is reported (skip locally, fail under CI=true).
+ *
+ * No test depends on timing: nothing sleeps to order events (processes synchronise on pipes
+ * and FIFOs: test_signals.c, the fake hub in test_score.c), nothing asserts a duration (speed
+ * figures are `make bench`'s). The `.timeout = N` of some tests is a hang guard only: a test
+ * that never ends would stall the whole suite; each N is far above the test's own duration on
+ * the slowest machine we run (the 600 s ones take tens of seconds). */
 #ifndef CLIP_TESTUTIL_H
 #define CLIP_TESTUTIL_H
 

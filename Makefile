@@ -4,6 +4,7 @@
 #                   src/engine/include/clip.h)
 #   make install    PREFIX=/usr/local: clip.h, both libraries, clip.pc (pkg-config) and the CLI
 #   make test       Criterion suite against ../shared/golden (installs Debian packages if missing)
+#   make test-process  the process/signal tests alone (CI repeats them; PIN=`taskset -c 0` pins)
 #   make demo       score the DataFlow example with `clipeval score`
 #   make bench      speed figures (model, tokenizer, image pipeline, scorer)
 #   make asan       the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
@@ -79,7 +80,7 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install
+.PHONY: all test test-process asan tsan bench demo fuzz deps clean print-shared install
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -158,6 +159,13 @@ test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) OMP_NUM_THREADS=1 $(BUILD)/test_clip $(CRITERION_ARGS)
+
+# The process/signal tests alone: CI runs them 10 times in a row, then once pinned to one core
+# next to a busy loop (.ci/run), so a fast and a slow machine are both tried. PIN: a command
+# prefix, e.g. PIN="taskset -c 0".
+test-process:
+	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval
+	$(TEST_ENV) OMP_NUM_THREADS=1 $(PIN) $(BUILD)/test_clip --filter 'process/*' $(CRITERION_ARGS)
 
 # Sanitizer builds live in their own folders; the test data and synthetic model are shared.
 asan: deps

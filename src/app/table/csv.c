@@ -76,16 +76,7 @@ clip_status csv_next_record(src *s, int *got, clip_error *err) {
     int state = CS_START_RECORD;
     rec_reset(s);
     *got = 0;
-    if (s->any == 0) { /* CHECK_FOR_BOM: only at the very start of the file */
-        int c = src_peek(s, err);
-        if (c == -2) return CLIP_ERR_IO;
-        if (c == 0xEF && s->len - s->pos >= 3 && (unsigned char)s->buf[s->pos + 1] == 0xBB &&
-            (unsigned char)s->buf[s->pos + 2] == 0xBF) {
-            s->pos += 3;
-            s->any += 3;
-            s->bom = 1;
-        }
-    }
+    if ((st = src_skip_bom(s, err))) return st; /* pandas' CHECK_FOR_BOM */
     for (;;) {
         int c = src_peek(s, err);
         if (c == -2) return CLIP_ERR_IO;

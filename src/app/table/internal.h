@@ -64,6 +64,7 @@
 #define CLIP_TABLE_INTERNAL_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "json.h"
 #include "pytext.h"
@@ -94,7 +95,9 @@ enum { JS_START, JS_FIRST, JS_AFTER, JS_DONE };
 
 typedef struct src {
     int fd;
-    char *path;
+    int borrowed;    /* fd is standard input: not ours to close */
+    off_t off;       /* file offset of the next read (pread) */
+    char *path;      /* for messages ("stdin" for "-") */
     table_format fmt;
     size_t max_row;
     int max_depth;
@@ -118,7 +121,7 @@ typedef struct src {
     size_t fstop;                /* this record's limit: fkeep, lowered once it is too long */
     clip_buf vals;
     int unterminated; /* EOF inside a quoted field */
-    int bom;
+    int bom;          /* a UTF-8 BOM was skipped at the start */
 } src;
 
 
@@ -173,7 +176,7 @@ struct table_schema {
     size_t nslots;
     int row_float; /* iterrows() upcasts every int to float (an all-numeric table with floats) */
     /* verbatim writing */
-    int csv_bom;
+    int bom; /* the file starts with a UTF-8 BOM (kept in verbatim output) */
     clip_buf csv_header; /* the header record's raw bytes */
     char csv_header_term[3];
     size_t csv_header_fields;
@@ -258,6 +261,7 @@ clip_status src_open(src *s, const char *path, table_format fmt, const table_lim
 void src_close(src *s);
 int src_peek(src *s, clip_error *err);
 clip_status src_take(src *s, int c, clip_error *err);
+clip_status src_skip_bom(src *s, clip_error *err);
 clip_status raw_put(src *s, const char *p, size_t n, clip_error *err);
 void rec_reset(src *s);
 size_t src_run(const src *s, const char *stop, int nstop);

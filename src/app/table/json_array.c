@@ -46,14 +46,15 @@ clip_status json_next_elem(src *s, int *got, clip_error *err) {
     s->sep.len = 0;
     if (s->jstate == JS_DONE) return CLIP_OK;
     if (s->jstate == JS_START) {
+        if ((st = src_skip_bom(s, err))) return st;
         c = json_skip_ws(s, &s->head, err);
         if (c == -2) return err ? err->code : CLIP_ERR_IO;
         if (c == -1)
             return clip_fail(err, CLIP_ERR_FORMAT, "%s: empty file (no JSON array)", s->path);
         if (c != '[')
             return clip_fail(err, CLIP_ERR_FORMAT,
-                             "%s: line %zu: expected a JSON array of records ('['), found %s",
-                             s->path, s->line, c == 0xEF ? "a UTF-8 BOM" : "something else");
+                             "%s: line %zu: expected a JSON array of records ('[')", s->path,
+                             s->line);
         if ((st = buf_put(s, &s->head, c, err)) || (st = src_take(s, c, err))) return st;
         s->jstate = JS_FIRST;
     }

@@ -7,6 +7,8 @@
 clip_status jsonl_next_line(src *s, int *got, clip_error *err) {
     rec_reset(s);
     *got = 0;
+    clip_status st0 = src_skip_bom(s, err);
+    if (st0) return st0;
     s->rec_line = s->line;
     int any = 0;
     for (;;) {

@@ -247,7 +247,6 @@ static clip_status scan_csv(table_schema *s, src *in, int skip_invalid, clip_err
                          in->path, in->any ? "only blank lines" : "empty file");
     if ((st = check_csv_record(in, 0, err))) return st; /* a bad header is fatal */
     if ((st = csv_header_columns(s, in, err))) return st;
-    s->csv_bom = in->bom;
     s->csv_header_fields = in->nfields;
     memcpy(s->csv_header_term, in->term, sizeof s->csv_header_term);
     if (!clip_buf_append(&s->csv_header, in->raw.data ? in->raw.data : "", in->raw.len))
@@ -322,6 +321,7 @@ clip_status table_scan(const char *path, table_format fmt, const table_limits *l
     clip_status st = src_open(&in, path, fmt, lim, err);
     if (!st) st = fmt == TABLE_CSV ? scan_csv(s, &in, skip_invalid, err)
                                    : scan_json(s, &in, skip_invalid, err);
+    s->bom = in.bom;
     src_close(&in);
     if (st) {
         table_schema_free(s);

@@ -19,10 +19,16 @@ clip_status src_open(src *s, const char *path, table_format fmt, const table_lim
     s->max_depth = lim && lim->max_depth > 0 ? lim->max_depth : JSON_DEFAULT_MAX_DEPTH;
     s->line = 1;
     s->fkeep = (size_t)-1;
-    s->path = strdup(path);
+    int is_stdin = !strcmp(path, "-");
+    s->path = strdup(is_stdin ? "stdin" : path);
     s->buf = malloc(READ_CHUNK);
     if (!s->path || !s->buf) return clip_fail(err, CLIP_ERR_NOMEM, "%s: out of memory", path);
-    s->fd = open(path, O_RDONLY);
+    if (is_stdin) {
+        s->fd = STDIN_FILENO;
+        s->borrowed = 1;
+    } else {
+        s->fd = open(path, O_RDONLY);
+    }
     if (s->fd < 0) {
         int e = errno;
         return clip_fail(err, e == ENOENT ? CLIP_ERR_NOT_FOUND : CLIP_ERR_IO, "%s: cannot open: %s",
@@ -30,15 +36,20 @@ clip_status src_open(src *s, const char *path, table_format fmt, const table_lim
     }
     struct stat st;
     if (fstat(s->fd, &st) != 0)
-        return clip_fail(err, CLIP_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+        return clip_fail(err, CLIP_ERR_IO, "%s: cannot stat: %s", s->path, strerror(errno));
     if (S_ISDIR(st.st_mode))
         return clip_fail(err, CLIP_ERR_IO, "%s: is a folder, not a %s file", path,
                          table_format_name(fmt));
+    /* The table is read more than once, each pass from its own offset (pread). */
+    if (!S_ISREG(st.st_mode))
+        return clip_fail(err, CLIP_ERR_IO, "%s: not a regular file: a pipe or device cannot be read "
+                         "the several times a table needs (`clipeval score --input -` copies "
+                         "standard input first)", s->path);
     return CLIP_OK;
 }
 
 void src_close(src *s) {
-    if (s->fd >= 0) close(s->fd);
+    if (s->fd >= 0 && !s->borrowed) close(s->fd);
     free(s->path);
     free(s->buf);
     free(s->fields);
@@ -56,7 +67,7 @@ int src_peek(src *s, clip_error *err) {
     if (s->pos < s->len) return (unsigned char)s->buf[s->pos];
     if (s->eof) return -1;
     for (;;) {
-        ssize_t r = read(s->fd, s->buf, READ_CHUNK);
+        ssize_t r = pread(s->fd, s->buf, READ_CHUNK, s->off);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             clip_fail(err, CLIP_ERR_IO, "%s: read error: %s", s->path, strerror(errno));
@@ -64,12 +75,30 @@ int src_peek(src *s, clip_error *err) {
         }
         s->pos = 0;
         s->len = (size_t)r;
+        s->off += r;
         if (r == 0) {
             s->eof = 1;
             return -1;
         }
         return (unsigned char)s->buf[0];
     }
+}
+
+/* A UTF-8 BOM at the very start of the file is skipped and remembered (s->bom), as pandas'
+ * CSV tokenizer does (CHECK_FOR_BOM). clipeval does the same for JSONL and JSON, where Python's
+ * utf-8 codec keeps U+FEFF and DataFlow's reader drops the first record as invalid JSON (and
+ * pd.read_json fails): files from Excel and Windows tools carry one. */
+clip_status src_skip_bom(src *s, clip_error *err) {
+    if (s->any != 0) return CLIP_OK;
+    int c = src_peek(s, err);
+    if (c == -2) return CLIP_ERR_IO;
+    if (c == 0xEF && s->len - s->pos >= 3 && (unsigned char)s->buf[s->pos + 1] == 0xBB &&
+        (unsigned char)s->buf[s->pos + 2] == 0xBF) {
+        s->pos += 3;
+        s->any += 3;
+        s->bom = 1;
+    }
+    return CLIP_OK;
 }
 
 /* Consumes the byte src_peek returned, counting lines the way Python's universal newlines do

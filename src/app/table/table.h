@@ -68,6 +68,8 @@ const char *table_dtype_name(table_dtype d); /* "int64", "uint64", "float64", "b
  * Errors that no row can explain (missing file, folder, empty file, a broken JSON array
  * structure, a CSV without a header, a JSONL file without one valid record) always fail. */
 typedef struct table_schema table_schema;
+/* path "-" is standard input, which must then be a regular file (every pass reads it with its
+ * own offset): files_stdin_seekable makes a pipe one. Other paths must be regular files too. */
 clip_status table_scan(const char *path, table_format fmt, const table_limits *lim,
                        int skip_invalid, table_schema **out, clip_error *err);
 size_t table_schema_rows(const table_schema *s);    /* valid data rows */
@@ -112,14 +114,19 @@ clip_status table_row_text(const table_row *row, const table_schema *s, int col,
 
 /* ------------------------------------------------------------------ writer */
 
-/* Everything goes to a temporary file created in the target folder (mkstemp) and is renamed
- * over the target only by table_writer_commit (after fflush + fsync of the file, and fsync of
- * the folder), so a killed run leaves either no output or the previous complete one. The
- * target folder is created if missing (FileStorage does os.makedirs). */
+/* The output is written through files.h: a regular file (or a new one, or a symlink's target)
+ * goes to a temporary file next to it that table_writer_commit renames over it after syncing,
+ * so a killed run leaves either no output or the previous complete one; "-" (stdout), a device
+ * or a FIFO is written directly. The target folder is created if missing (FileStorage does
+ * os.makedirs). */
+struct files_registry;
+struct testhook;
 typedef struct table_write_options {
     table_format fmt;      /* output format (may differ from the input's) */
     int pandas_compat;     /* write exactly as pandas' writer would (see internal.h) */
     const char *score_key; /* e.g. "clip_score" */
+    struct files_registry *registry; /* may be NULL: where signal handlers find the temp file */
+    struct testhook *hook;           /* may be NULL: the "row" pause point of testhook.h */
 } table_write_options;
 
 typedef struct table_writer table_writer;

@@ -3,17 +3,17 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+
+#include "files.h"
 
 struct table_writer {
-    char *path, *tmp, *dir;
-    FILE *f;
+    char *path;
+    outfile *out;
+    FILE *f; /* outfile_stream(out) */
     table_write_options o;
     char *key;
     size_t keylen;
@@ -24,32 +24,9 @@ struct table_writer {
     clip_buf line;
 };
 
-/* The permissions a plain open() would give a new file (0666 minus the umask), read without
- * changing the process umask; the target's own mode when it already exists. */
-static mode_t new_file_mode(const char *path) {
-    struct stat st;
-    if (stat(path, &st) == 0) return st.st_mode & 07777;
-    mode_t mask = 022;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f) {
-        char line[256];
-        while (fgets(line, sizeof line, f)) {
-            unsigned m;
-            if (sscanf(line, "Umask: %o", &m) == 1) {
-                mask = (mode_t)m;
-                break;
-            }
-        }
-        fclose(f);
-    }
-    return 0666 & ~mask;
-}
-
 static void writer_free(table_writer *w) {
     if (!w) return;
     free(w->path);
-    free(w->tmp);
-    free(w->dir);
     free(w->key);
     clip_buf_free(&w->line);
     free(w);
@@ -58,7 +35,8 @@ static void writer_free(table_writer *w) {
 static clip_status writer_put(table_writer *w, const clip_buf *b, clip_error *err) {
     if (b->oom) return clip_fail(err, CLIP_ERR_NOMEM, "%s: out of memory", w->path);
     if (b->len && fwrite(b->data, 1, b->len, w->f) != b->len)
-        return clip_fail(err, CLIP_ERR_IO, "%s: write error: %s", w->tmp, strerror(errno));
+        return clip_fail(err, CLIP_ERR_IO, "%s: write error: %s", outfile_name(w->out),
+                         strerror(errno));
     return CLIP_OK;
 }
 
@@ -90,49 +68,24 @@ clip_status table_writer_open(const char *path, const table_write_options *o,
     w->s = s;
     w->path = strdup(path);
     w->key = strdup(o->score_key);
-    const char *slash = strrchr(path, '/');
-    w->dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!w->path || !w->key || !w->dir) {
+    if (!w->path || !w->key) {
         writer_free(w);
         return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
     }
     w->keylen = strlen(w->key);
     w->score_col = schema_lookup(s, w->key, w->keylen);
     w->verbatim = !o->pandas_compat && o->fmt == in_fmt;
-    clip_status st = clip_mkdir_p(w->dir, err);
+    clip_status st = outfile_open(path, o->registry, o->hook, &w->out, err);
     if (st) {
         writer_free(w);
         return st;
     }
-    const char *base = slash ? slash + 1 : path;
-    clip_buf t = {0};
-    clip_buf_printf(&t, "%s/.%s.tmp-XXXXXX", w->dir, base);
-    if (t.oom) {
-        clip_buf_free(&t);
-        writer_free(w);
-        return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
-    }
-    w->tmp = t.data;
-    mode_t mode = new_file_mode(path);
-    int fd = mkstemp(w->tmp);
-    if (fd < 0) {
-        st = clip_fail(err, CLIP_ERR_IO, "%s: cannot create a temporary file in %s: %s", path,
-                       w->dir, strerror(errno));
-        writer_free(w);
-        return st;
-    }
-    if (fchmod(fd, mode) != 0 || !(w->f = fdopen(fd, "wb"))) {
-        st = clip_fail(err, CLIP_ERR_IO, "%s: %s", w->tmp, strerror(errno));
-        close(fd);
-        unlink(w->tmp);
-        writer_free(w);
-        return st;
-    }
+    w->f = outfile_stream(w->out);
     /* What comes before the first row. */
     clip_buf *b = &w->line;
     b->len = 0;
+    if (w->verbatim && s->bom) clip_buf_puts(b, "\xEF\xBB\xBF");
     if (w->verbatim && o->fmt == TABLE_CSV) {
-        if (s->csv_bom) clip_buf_puts(b, "\xEF\xBB\xBF");
         clip_buf_append(b, s->csv_header.data ? s->csv_header.data : "", s->csv_header.len);
         if (w->score_col < 0) {
             clip_buf_putc(b, ',');
@@ -329,14 +282,16 @@ clip_status table_writer_row(table_writer *w, const table_row *row, double score
         st = row_pandas(w, row, score, b, err);
     }
     if (!st) st = writer_put(w, b, err);
-    if (!st) w->nrows++;
+    if (!st) {
+        w->nrows++;
+        testhook_reached(w->o.hook, "row");
+    }
     return st;
 }
 
 void table_writer_abort(table_writer *w) {
     if (!w) return;
-    if (w->f) fclose(w->f);
-    if (w->tmp) unlink(w->tmp);
+    outfile_abort(w->out);
     writer_free(w);
 }
 
@@ -355,25 +310,11 @@ clip_status table_writer_commit(table_writer *w, clip_error *err) {
         clip_buf_putc(b, '\n'); /* to_json(lines=True) of an empty frame */
     }
     clip_status st = writer_put(w, b, err);
-    if (!st && (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0))
-        st = clip_fail(err, CLIP_ERR_IO, "%s: cannot flush: %s", w->tmp, strerror(errno));
-    int rc = fclose(w->f);
-    w->f = NULL;
-    if (!st && rc != 0) st = clip_fail(err, CLIP_ERR_IO, "%s: cannot close: %s", w->tmp, strerror(errno));
-    if (!st && rename(w->tmp, w->path) != 0)
-        st = clip_fail(err, CLIP_ERR_IO, "%s: cannot rename the temporary file over it: %s",
-                       w->path, strerror(errno));
     if (st) {
         table_writer_abort(w);
         return st;
     }
-    /* The rename is durable only once the folder itself is synced. */
-    int dfd = open(w->dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        if (fsync(dfd) != 0 && errno != EINVAL)
-            st = clip_fail(err, CLIP_ERR_IO, "%s: cannot sync the folder: %s", w->dir, strerror(errno));
-        close(dfd);
-    }
+    st = outfile_commit(w->out, err);
     writer_free(w);
     return st;
 }

@@ -1047,6 +1047,36 @@ Test(score_logs, progress_only_on_a_terminal) {
     cr_expect_eq(tu_run(cmd, &log), 0, "%s", log);
     cr_expect(strstr(log, "] 2/2 rows") && strstr(log, "rows/s"), "no progress line:\n%s", log);
     free(log);
+    /* two windows of rows in every state (a new or a cached image and text, a missing image, a
+     * null cell, a blank text): the count ends at exactly the table's rows */
+    clip_buf c = {0};
+    for (int i = 0; i < 4100; i++) {
+        if (i % 7 == 3)
+            clip_buf_printf(&c, "{\"image_path\":\"%s/gone.png\",\"text\":\"g%d\"}\n", f.tmp, i);
+        else if (i % 11 == 5)
+            clip_buf_printf(&c, "{\"image_path\":null,\"text\":\"n%d\"}\n", i);
+        else if (i % 13 == 6)
+            clip_buf_printf(&c, "{\"image_path\":\"%s\",\"text\":\" \"}\n", f.img);
+        else
+            clip_buf_printf(&c, "{\"image_path\":\"%s/%s\",\"text\":\"t%d\"}\n", f.tmp,
+                            i % 2 ? "a.png" : "sub/b.png", i % 3000);
+    }
+    snprintf(in, sizeof in, "%s/many.jsonl", f.tmp);
+    tu_write_file(in, c.data, c.len);
+    clip_buf_free(&c);
+    snprintf(cmd, sizeof cmd,
+             "script -qec \"%s score --input '%s' --output '%s/o.jsonl' --model '%s' --device cpu\" "
+             "/dev/null",
+             tu_cli(), in, f.tmp, f.model);
+    cr_expect_eq(tu_run(cmd, &log), 0, "%s", log);
+    cr_expect(strstr(log, "] 4100/4100 rows"), "the count does not end at 4100:\n%.3000s", log);
+    const char *over = strstr(log, "/4100 rows");
+    for (; over; over = strstr(over + 1, "/4100 rows")) {
+        const char *d = over;
+        while (d > log && d[-1] >= '0' && d[-1] <= '9') d--;
+        cr_expect_leq(atol(d), 4100, "a count above the table's rows");
+    }
+    free(log);
     snprintf(cmd, sizeof cmd, "--input '%s' --output '%s/o.jsonl' --model '%s' --device cpu", in,
              f.tmp, f.model);
     cr_expect_eq(run_score(cmd, &log), 0, "%s", log);

@@ -376,7 +376,12 @@ typedef struct run {
     table_schema *schema;
     int img_col, txt_col, dim, S;
     cache images, texts;
-    int *waiting;         /* per image cache entry: rows of this window that wait for it */
+    /* The progress count: a row of the window is scored once both its entries are settled.
+     * Each cache entry heads a list (through *_next, indexed by row) of the rows waiting for
+     * it; pending[k] counts what row k still waits for. */
+    int *img_head, *txt_head;  /* per cache entry: first waiting row, or -1 */
+    int *img_next, *txt_next;  /* per window row */
+    unsigned char *pending;    /* per window row */
     decode_pool pool;
     clip_score_stats *stats;
     clip_buf text, path;
@@ -444,10 +449,17 @@ static int image_path(run *r, const table_row *row, char *why, size_t cap) {
     return !r->path.oom;
 }
 
-/* The rows of this window that waited for image entry e are now scored. */
+/* Cache entry e is settled (encoded, or failed): the rows that waited only for it are scored. */
+static void settle(run *r, int *head, const int *next, int e) {
+    size_t n = 0;
+    for (int k = head[e]; k >= 0; k = next[k])
+        if (--r->pending[k] == 0) n++;
+    head[e] = -1;
+    rows_done(r, n);
+}
+
 static void image_settled(run *r, int e) {
-    rows_done(r, (size_t)r->waiting[e]);
-    r->waiting[e] = 0;
+    settle(r, r->img_head, r->img_next, e);
 }
 
 static void image_failed(centry *e, const decode_job *j) {
@@ -568,7 +580,10 @@ static clip_status encode_texts(run *r, int *entries, size_t n, clip_error *err)
             r->texts.e[entries[i0 + k]].state = E_OK;
         }
         r->stats->texts_encoded += cnt;
-        if (!st) testhook_reached(&r->hook, "batch");
+        if (!st) {
+            for (size_t k = 0; k < cnt; k++) settle(r, r->txt_head, r->txt_next, entries[i0 + k]);
+            testhook_reached(&r->hook, "batch");
+        }
     }
     free(ids);
     free(texts);
@@ -702,18 +717,25 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
         for (size_t k = 0; k < nc; k++)
             if (r->images.e[chk_img[k]].state == E_PENDING) chk_img[keep++] = chk_img[k];
         nc = keep;
-        /* The progress count: a row is scored once its image is settled; rows whose image is
-         * known already (or that have none) are scored as soon as the texts are encoded. */
-        size_t waiting = 0;
+        /* Which rows wait for which entries (the progress count); the others are scored now. */
+        size_t ready = 0;
         for (size_t k = 0; k < n; k++) {
-            int e = rows[k].img;
+            int e = rows[k].img, t = rows[k].txt;
+            r->pending[k] = 0;
             if (e >= 0 && (r->images.e[e].state == E_QUEUED || r->images.e[e].state == E_PENDING)) {
-                r->waiting[e]++;
-                waiting++;
+                r->img_next[k] = r->img_head[e];
+                r->img_head[e] = (int)k;
+                r->pending[k]++;
             }
+            if (t >= 0 && r->texts.e[t].state != E_OK) {
+                r->txt_next[k] = r->txt_head[t];
+                r->txt_head[t] = (int)k;
+                r->pending[k]++;
+            }
+            if (!r->pending[k]) ready++;
         }
+        rows_done(r, ready);
         if (nt) st = encode_texts(r, new_txt, nt, err);
-        if (!st) rows_done(r, n - waiting);
         if (!st && nn) st = encode_images(r, new_img, nn, err);
         if (!st && nc) st = check_images(r, chk_img, nc, err);
         if (st) break;
@@ -920,8 +942,14 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
             if (st) cache_free(&r.images);
             else caches_up = 1;
         }
-        if (!st && !(r.waiting = calloc(cap, sizeof *r.waiting)))
+        r.img_head = malloc(cap * sizeof *r.img_head);
+        r.txt_head = malloc(cap * sizeof *r.txt_head);
+        r.img_next = malloc(WINDOW_ROWS * sizeof *r.img_next);
+        r.txt_next = malloc(WINDOW_ROWS * sizeof *r.txt_next);
+        r.pending = malloc(WINDOW_ROWS);
+        if (!st && (!r.img_head || !r.txt_head || !r.img_next || !r.txt_next || !r.pending))
             st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; !st && i < cap; i++) r.img_head[i] = r.txt_head[i] = -1;
         int nthreads = o->decode_threads > 0 ? o->decode_threads : clip_num_cores();
         if (!st)
             st = pool_start(&r.pool, nthreads, 2 * CLIP_SCORE_MAX_BATCH + WINDOW_ROWS, &r.icfg,
@@ -964,7 +992,11 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
         cache_free(&r.images);
         cache_free(&r.texts);
     }
-    free(r.waiting);
+    free(r.img_head);
+    free(r.txt_head);
+    free(r.img_next);
+    free(r.txt_next);
+    free(r.pending);
     clip_buf_free(&r.text);
     clip_buf_free(&r.path);
     clip_tokenizer_free(r.tok);

@@ -5,6 +5,7 @@
 #   make install    PREFIX=/usr/local: clip.h, both libraries, clip.pc (pkg-config) and the CLI
 #   make test       Criterion suite against ../shared/golden (installs Debian packages if missing),
 #                   then the `clipeval serve` end-to-end tests (tests/serve/test_serve.py)
+#   make test-process  the process/signal tests alone (CI repeats them; PIN=`taskset -c 0` pins)
 #   make demo       score the DataFlow example with `clipeval score`
 #   make bench      speed figures (model, tokenizer, image pipeline, scorer, then bench-serve)
 #   make bench-serve  `clipeval serve` under load: requests/s, p50/p99, vs offline embed
@@ -88,8 +89,8 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test asan tsan bench bench-serve demo fuzz deps clean print-shared install \
-        check-install python-test python-test-run python-install bench-python
+.PHONY: all test test-process asan tsan bench bench-serve demo fuzz deps clean print-shared \
+        install check-install python-test python-test-run python-install bench-python
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -189,6 +190,13 @@ PY_PREFIX ?= /usr
 python-install: $(BUILD)/libclip.so
 	CLIPEVAL_LIB=$(abspath $(BUILD)/libclip.so) $(PYTHON) -m pip install --no-build-isolation \
 	  --no-deps --prefix $(PY_PREFIX) $(if $(DESTDIR),--root $(DESTDIR)) ./python
+
+# The process/signal tests alone: CI runs them 10 times in a row, then once pinned to one core
+# next to a busy loop (.ci/run), so a fast and a slow machine are both tried. PIN: a command
+# prefix, e.g. PIN="taskset -c 0".
+test-process:
+	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval
+	$(TEST_ENV) OMP_NUM_THREADS=1 $(PIN) $(BUILD)/test_clip --filter 'process/*' $(CRITERION_ARGS)
 
 # Sanitizer builds live in their own folders; the test data and synthetic model are shared.
 asan: deps

@@ -12,6 +12,9 @@
 # Shared data: $CLIPEVAL_SHARED, else ../shared, else ./shared (a folder holding golden/).
 # Output: stdout, and $OUT/gpu_report.txt when OUT is set. Needs no network; ~3-4 minutes.
 # Switches for trying the fallbacks: GPU_CHECK_ENGINE_ONLY=1 (no make), GPU_CHECK_NO_BLAS=1.
+# The `timeout`s and the elapsed() checks below ration the device machine's time budget (a step
+# that would overrun it is cut or skipped, and says so); they order nothing and no result
+# depends on them.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)

@@ -677,15 +677,12 @@ static void expect_file_error(const char *label, const void *data, size_t len,
     tu_write_file(path, data, len);
     clip_image img = {(int)0xdead, 0, (uint8_t *)(uintptr_t)1};
     clip_error e = {0};
-    double t0 = clip_now();
     clip_status st = clip_image_decode_file(path, o, &img, &e);
-    double dt = clip_now() - t0;
     cr_expect_eq(st, code, "%s: status %s, expected %s (%s)", label, clip_status_name(st),
                  clip_status_name(code), e.msg);
     cr_expect(strstr(e.msg, path) != NULL, "%s: message does not name the file: %s", label, e.msg);
     if (needle) cr_expect(strstr(e.msg, needle) != NULL, "%s: '%s' lacks '%s'", label, e.msg, needle);
     cr_expect(img.rgb == NULL && img.width == 0, "%s: partial image returned", label);
-    cr_expect_lt(dt, 2.0, "%s: took %.2f s", label, dt);
     unlink(path);
     rmdir(dir);
 }
@@ -735,8 +732,10 @@ Test(image_errors, garbage_empty_directory_missing) {
     cr_expect_eq(clip_image_decode_memory(NULL, 0, NULL, &img, &e), CLIP_ERR_FORMAT, "%s", e.msg);
 }
 
-/* Headers claiming 100000x100000 (or the format's maximum) fail fast with CLIP_ERR_LIMIT: a
- * 30 GB buffer is never requested (that would be slow or CLIP_ERR_NOMEM). */
+/* Headers claiming 100000x100000 (or the format's maximum) fail with CLIP_ERR_LIMIT from the
+ * header alone: a 30 GB buffer is never requested (that would be CLIP_ERR_NOMEM, or a decode
+ * failing on the missing pixel data). How fast they fail is a figure of `make bench`
+ * (bench_images.c), never a test: the machines are shared and noisy. */
 Test(image_errors, huge_declared_sizes) {
     uint8_t buf[512];
     size_t n = make_png(buf, 100000, 100000, 0);

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "json.h"
-#include "table_io.h"
+#include "table/table.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -75,7 +75,7 @@ static void run(const char *path, table_format fmt, const char *const *texts, si
     clip_error e = {0};
     cr_assert_eq(table_reader_open(path, fmt, s, NULL, &r, &e), CLIP_OK, "%s", e.msg);
     if (out) {
-        table_write_options o = {ofmt, pandas, "clip_score"};
+        table_write_options o = {ofmt, pandas, "clip_score", NULL, NULL};
         cr_assert_eq(table_writer_open(out, &o, s, fmt, &w, &e), CLIP_OK, "%s", e.msg);
     }
     clip_buf t = {0};
@@ -735,7 +735,7 @@ Test(table, json_verbatim_skips_invalid_element) {
     cr_assert_eq(table_schema_invalid(s), 1);
     table_reader *r;
     table_writer *w;
-    table_write_options o = {TABLE_JSON, 0, "clip_score"};
+    table_write_options o = {TABLE_JSON, 0, "clip_score", NULL, NULL};
     const char *out = tpath("bad.out.json", NULL);
     cr_assert_eq(table_reader_open(path, TABLE_JSON, s, NULL, &r, &e), CLIP_OK);
     cr_assert_eq(table_writer_open(out, &o, s, TABLE_JSON, &w, &e), CLIP_OK);
@@ -854,7 +854,36 @@ static void bad_line(const char *name, const char *line, clip_status code, const
 Test(table, invalid_json_line) { bad_line("bad1.jsonl", "{\"image\": oops}", CLIP_ERR_FORMAT, "invalid JSON at column 11"); }
 Test(table, non_object_line) { bad_line("bad2.jsonl", "[1, 2]", CLIP_ERR_FORMAT, "not a JSON object"); }
 Test(table, invalid_utf8_line) { bad_line("bad3.jsonl", "{\"caption\":\"\xff\xfe\"}", CLIP_ERR_FORMAT, "invalid UTF-8"); }
-Test(table, bom_line_is_invalid) { bad_line("bad4.jsonl", "\xEF\xBB\xBF{}", CLIP_ERR_FORMAT, "invalid JSON"); }
+/* A BOM anywhere but at the very start of the file is not skipped: that line is invalid. */
+Test(table, bom_after_the_start_is_invalid) { bad_line("bad4.jsonl", "\xEF\xBB\xBF{}", CLIP_ERR_FORMAT, "invalid JSON"); }
+
+/* A UTF-8 BOM at the very start of a JSONL, JSON or CSV file is skipped when reading (the
+ * first row parses, its line is still 1) and kept by the verbatim writer; pandas' writer
+ * writes none. */
+Test(table, bom_at_the_start_is_skipped_and_kept) {
+    static const struct {
+        const char *name, *data;
+        table_format fmt;
+        const char *verbatim;
+    } cases[] = {
+        {"bom.jsonl", "\xEF\xBB\xBF{\"t\":\"a\"}\n", TABLE_JSONL, "\xEF\xBB\xBF{\"t\":\"a\",\"clip_score\":0.5}\n"},
+        {"bom.json", "\xEF\xBB\xBF[{\"t\": \"a\"}]\n", TABLE_JSON, "\xEF\xBB\xBF[{\"t\": \"a\", \"clip_score\": 0.5}]\n"},
+        {"bom.csv", "\xEF\xBB\xBFt\na\n", TABLE_CSV, "\xEF\xBB\xBFt,clip_score\na,0.5\n"},
+    };
+    static const char *const pandas[] = {"{\"t\":\"a\",\"clip_score\":0.5}\n",
+                                         "[\n  {\n    \"t\":\"a\",\n    \"clip_score\":0.5\n  }\n]",
+                                         "t,clip_score\na,0.5\n"};
+    double score = 0.5;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *in = tpath(cases[i].name, cases[i].data);
+        const char *texts[] = {"a"};
+        const char *out = tpath("bom_out", NULL);
+        run(in, cases[i].fmt, texts, 1, out, cases[i].fmt, 0, &score, 1);
+        assert_file(out, cases[i].verbatim);
+        run(in, cases[i].fmt, texts, 1, out, cases[i].fmt, 1, &score, 1);
+        assert_file(out, pandas[cases[i].fmt]);
+    }
+}
 
 Test(table, too_long_and_too_deep) {
     table_limits lim = {40, 3};
@@ -989,7 +1018,7 @@ Test(table, writer_atomicity) {
     const char *in = tpath("in.jsonl", "{\"a\":1}\n{\"a\":2}\n");
     const char *out = tpath("out.jsonl", "previous complete output\n");
     table_schema *s = scan(in, TABLE_JSONL, 0);
-    table_write_options o = {TABLE_JSONL, 0, "clip_score"};
+    table_write_options o = {TABLE_JSONL, 0, "clip_score", NULL, NULL};
     clip_error e = {0};
     for (int commit = 0; commit < 2; commit++) {
         table_reader *r;

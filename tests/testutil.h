@@ -1,5 +1,11 @@
 /* testutil.h — helpers shared by the Criterion tests: where the golden data is, and how a
- * missing data folder is reported (skip locally, fail under CI=true). */
+ * missing data folder is reported (skip locally, fail under CI=true).
+ *
+ * No test depends on timing: nothing sleeps to order events (processes synchronise on pipes
+ * and FIFOs: test_signals.c, the fake hub in test_score.c), nothing asserts a duration (speed
+ * figures are `make bench`'s). The `.timeout = N` of some tests is a hang guard only: a test
+ * that never ends would stall the whole suite; each N is far above the test's own duration on
+ * the slowest machine we run (the 600 s ones take tens of seconds). */
 #ifndef CLIP_TESTUTIL_H
 #define CLIP_TESTUTIL_H
 
@@ -106,6 +112,26 @@ static inline void tu_write_file(const char *path, const void *data, size_t len)
     cr_assert_not_null(f, "cannot create %s", path);
     cr_assert_eq(fwrite(data, 1, len, f), len);
     cr_assert_eq(fclose(f), 0);
+}
+
+/* A tiny model folder: the tiny-synth weights, the real tokenizer files, a 32-pixel
+ * preprocessor. Fast enough for end-to-end runs of the CLI. */
+static inline void tu_tiny_model(const char *dir) {
+    char src[4096], tokdir[4096], cmd[32768];
+    tu_shared_path(src, sizeof src, "golden/models/tiny-synth");
+    tu_shared_path(tokdir, sizeof tokdir, "models/clip-vit-base-patch32");
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' && ln -sf '%s/config.json' '%s/model.safetensors' '%s/vocab.json' "
+             "'%s/merges.txt' '%s/tokenizer_config.json' '%s/special_tokens_map.json' '%s/'",
+             dir, src, src, tokdir, tokdir, tokdir, tokdir, dir);
+    cr_assert_eq(system(cmd), 0);
+    char p[4300];
+    snprintf(p, sizeof p, "%s/preprocessor_config.json", dir);
+    const char *cfg = "{\"crop_size\": 32, \"do_center_crop\": true, \"do_normalize\": true, "
+                      "\"do_resize\": true, \"image_mean\": [0.48145466, 0.4578275, 0.40821073], "
+                      "\"image_std\": [0.26862954, 0.26130258, 0.27577711], \"resample\": 3, "
+                      "\"size\": 32}";
+    tu_write_file(p, cfg, strlen(cfg));
 }
 
 static inline void tu_load_npy(const char *path, npy_array *a) {

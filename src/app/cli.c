@@ -1,14 +1,17 @@
 /* cli.c — the clipeval command line. Each subcommand is a thin layer over clip.h. */
 #include <errno.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clip.h"
 #include "json.h"
 #include "npy.h"
+#include "runinfo.h"
 #include "scorer.h"
 #include "serve.h"
 #include "synth.h"
@@ -16,16 +19,18 @@
 #include "trace.h"
 #include "util.h"
 
-#define DEFAULT_MODEL "openai/clip-vit-base-patch32"
-
 static int die(const clip_error *e) {
     fprintf(stderr, "clipeval: error: %s\n", e->msg);
     return 1;
 }
 
-static int usage_error(const char *cmd, const char *fmt, const char *arg) {
+static int usage_error(const char *cmd, const char *fmt, ...) CLIP_PRINTF(2, 3);
+static int usage_error(const char *cmd, const char *fmt, ...) {
     fprintf(stderr, "clipeval %s: ", cmd);
-    fprintf(stderr, fmt, arg ? arg : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fprintf(stderr, "\n(run `clipeval %s --help` for usage)\n", cmd);
     return 2;
 }
@@ -224,16 +229,12 @@ static int load_pixels(const char **files, int nfiles, int S, float **data, int 
     return 0;
 }
 
-static int load_images(const char *model_dir, const char **files, int nfiles, int S, int exif,
+static int load_images(const clip_model *m, const char **files, int nfiles, int exif,
                        float **data) {
     clip_image_config cfg;
     clip_error e = {0};
-    if (clip_image_config_load(model_dir, &cfg, &e)) return die(&e);
-    if (cfg.crop_height != S || cfg.crop_width != S) {
-        fprintf(stderr, "clipeval: error: %s: crop size %dx%d does not match the model's %d\n",
-                model_dir, cfg.crop_width, cfg.crop_height, S);
-        return 1;
-    }
+    if (clip_score_image_config(m, &cfg, &e)) return die(&e);
+    int S = clip_model_get_info(m)->image_size;
     clip_decode_options d;
     clip_decode_options_init(&d);
     d.exif_transpose = exif;
@@ -338,7 +339,7 @@ static int load_texts(const char *model_dir, const char *file, int context, int3
 static int cmd_embed(int argc, char **argv) {
     embed_args a;
     memset(&a, 0, sizeof a);
-    a.model = DEFAULT_MODEL;
+    a.model = CLIP_DEFAULT_MODEL;
     a.device = CLIP_DEVICE_CPU;
     a.pix = calloc((size_t)argc + 1, sizeof *a.pix);
     a.images = calloc((size_t)argc + 1, sizeof *a.images);
@@ -397,8 +398,7 @@ static int cmd_embed(int argc, char **argv) {
         if (a.npix || a.nimages) {
             float *pixels = NULL;
             rc = a.npix ? load_pixels(a.pix, a.npix, info->image_size, &pixels, &n)
-                        : load_images(info->dir, a.images, a.nimages, info->image_size, a.exif,
-                                      &pixels);
+                        : load_images(m, a.images, a.nimages, a.exif, &pixels);
             if (a.nimages) n = a.nimages;
             if (!rc && !(out = malloc(sizeof(float) * (size_t)n * info->embed_dim))) rc = 1;
             if (!rc && clip_encode_images(m, pixels, n, &eo, out, &e)) rc = die(&e);
@@ -471,7 +471,7 @@ static int tokenize_line(void *user, const char *s, size_t len, size_t line) {
 }
 
 static int cmd_tokenize(int argc, char **argv) {
-    const char *model = DEFAULT_MODEL;
+    const char *model = CLIP_DEFAULT_MODEL;
     int max_length = 0, pad = 1, trunc = 1;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -519,7 +519,7 @@ static const char *preprocess_help =
     "R is the uint8 [H,W,3] image after the bicubic resize, before the centre crop.\n";
 
 static int cmd_preprocess(int argc, char **argv) {
-    const char *model = DEFAULT_MODEL, *image = NULL, *out = NULL, *resized_out = NULL;
+    const char *model = CLIP_DEFAULT_MODEL, *image = NULL, *out = NULL, *resized_out = NULL;
     clip_decode_options d;
     clip_decode_options_init(&d);
     for (int i = 0; i < argc; i++) {
@@ -571,43 +571,106 @@ static int cmd_preprocess(int argc, char **argv) {
 
 /* ------------------------------------------------------------------ score */
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
+/* The exit statuses of `clipeval score` (documented in --help and the README). */
+enum {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,      /* nothing written: bad input, model, I/O... (the message says) */
+    EXIT_USAGE = 2,      /* bad command line */
+    EXIT_NO_IMAGE = 3,   /* output written, but no image could be read: every score is 0.0 */
+    EXIT_STRICT = 4      /* --strict: output written, some rows failed (image or text) */
+};
+
 static const char *score_help =
     "usage: clipeval score --input IN --output OUT [options]\n"
     "   or: clipeval score --first-entry-file IN --cache-path DIR --file-name-prefix P\n"
     "                      [--cache-type jsonl|json|csv] [--step K] [options]\n"
     "Adds clip_score = clamp((cos(image, text) + 1) / 2, 0, 1) to every row of a JSONL/JSON/CSV\n"
-    "table, exactly as DataFlow-MM's ImageCLIPEvaluator does. FileStorage naming writes\n"
-    "DIR/P_step{K+1}.{type} (K defaults to 0: _step1). The output appears only when the run\n"
-    "succeeds (written to a temporary file in the same folder, then renamed).\n"
+    "table, exactly as DataFlow-MM's ImageCLIPEvaluator does.\n"
+    "Files:\n"
+    "  IN and OUT are typed by their extension (.jsonl, .json, .csv). OUT's extension wins;\n"
+    "  --cache-type must agree with it, and types an OUT without one (a device, a FIFO); else\n"
+    "  OUT has IN's type. `--input -` reads stdin and `--output -` writes stdout: their type\n"
+    "  is --cache-type, which they require.\n"
+    "  FileStorage naming (DataFlow's FileStorage, operator step K, default 0): step 0 reads\n"
+    "  --first-entry-file, step K >= 1 reads DIR/P_step{K}.{type}; both write DIR/P_step{K+1}.{type};\n"
+    "  type = --cache-type (default jsonl, as FileStorage), DIR ./cache, P dataflow_cache.\n"
+    "  A regular OUT is written to a temporary file next to it and renamed into place when the\n"
+    "  run succeeds (a symlink is followed: it stays a link); a device, FIFO or stdout is\n"
+    "  written directly.\n"
     "options:\n"
     "  --image-key K        image path column (default image_path)\n"
     "  --text-key K         text column (default text)\n"
     "  --output-key K       score column (default clip_score; replaced in place if present)\n"
     "  --image-root DIR     resolve relative image paths against DIR (default: current dir)\n"
-    "  --model DIR|ID       model folder or HF model id (default openai/clip-vit-base-patch32)\n"
-    "  --cache-type T       output format jsonl|json|csv (default: the input's)\n"
+    "  --model DIR|ID       model folder or HF model id (default " CLIP_DEFAULT_MODEL ")\n"
     "  --device D           auto|cpu|cuda (default auto: CUDA when built with it and present)\n"
     "  --threads N          CPU threads for the model (default: all cores)\n"
     "  --decode-threads N   image decoding threads (default: all cores)\n"
-    "  --batch-size N       images per forward call (default 32; texts use 8x)\n"
+    "  --batch-size N       images per forward call (default 32, at most "
+    STRINGIFY(CLIP_SCORE_MAX_BATCH) "; texts use 8x)\n"
     "  --cache-entries N    distinct images and texts whose embeddings are kept (default 65536)\n"
     "  --per-row            DataFlow's own loop: batch 1, nothing reused (for comparison)\n"
     "  --pandas-compat      write exactly like pandas to_json/to_csv (10 decimals, \\/ ...)\n"
-    "  --skip-invalid       copy invalid rows to OUT.rejects instead of stopping\n"
+    "  --skip-invalid       copy invalid rows to OUT.rejects instead of stopping (OUT.rejects\n"
+    "                       exists after a run exactly when that run rejected rows)\n"
+    "  --strict             exit 4 after writing the output when any row failed\n"
+    "  --log-failures FILE  every failed row as JSONL: {\"line\", \"path\", \"reason\"}\n"
     "  --exif-transpose     apply EXIF orientation (DataFlow does not)\n"
     "  --max-pixels N       refuse larger images (default 178956970, Pillow's limit)\n"
     "  --max-file-bytes N   refuse larger image files (default 1 GiB)\n"
     "  --max-text-bytes N   texts longer than this score 0.0 with a warning (default 64 MiB)\n"
     "  --max-row-bytes N    a longer row is an invalid row (default 64 MiB)\n"
     "  --max-json-depth N   a row nested deeper is an invalid row (default 1000)\n"
-    "  --quiet              no progress bar and no summary line\n";
+    "  --quiet              no progress line and no summary\n"
+    "A row whose image cannot be read, whose image value is not a path or whose text is above\n"
+    "--max-text-bytes scores 0.0 (DataFlow's rule); each distinct cause is warned once, with its\n"
+    "row count, and summed up by reason at the end. The progress line (stderr, terminals only)\n"
+    "counts rows actually scored and shows an ETA once the rate is steady.\n"
+    "Exit status:\n"
+    "  0    success\n"
+    "  1    error: nothing was written (the message says what and where)\n"
+    "  2    bad command line\n"
+    "  3    no image could be read (a wrong --image-root?): the output is written, every row\n"
+    "       0.0; the message names the first failure\n"
+    "  4    --strict and some rows failed: the output is written\n"
+    "  130, 143, 129  interrupted by SIGINT, SIGTERM, SIGHUP: temporary files removed, the\n"
+    "       previous output intact (the shell's 128 + signal number)\n";
 
-/* Set by SIGINT/SIGTERM. A signal handler can only communicate through a static flag; the
- * library itself keeps no global state and just polls the pointer it is given. */
-static volatile sig_atomic_t g_cancel;
+/* The temporary files of this run, for the signal handler: the only state a handler may see. */
+static files_registry g_temps;
+
+/* SIGINT, SIGTERM, SIGHUP: remove the temporary files, then die of the same signal, so the
+ * shell sees 128 + N and a script's loop stops as it should on Ctrl-C. Async-signal-safe. */
 static void on_signal(int sig) {
-    (void)sig;
-    g_cancel = 1;
+    files_registry_unlink(&g_temps);
+    static const char msg[] = "clipeval: interrupted: temporary files removed\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    signal(sig, SIG_DFL);
+    raise(sig); /* delivered as soon as the handler returns */
+}
+
+static void install_signals(void) {
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGHUP);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        /* What was ignored stays ignored (nohup, a shell's background job), as Unix tools do. */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN && sigs[i] != SIGTERM)
+            continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
+    /* Past a file-size limit (ulimit -f), write() must fail with EFBIG and be reported, not
+     * kill the process with SIGXFSZ half-way. */
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 static int parse_size(const char *s, unsigned long long *out) {
@@ -620,12 +683,99 @@ static int parse_size(const char *s, unsigned long long *out) {
     return 1;
 }
 
+/* The table type an output path's name gives: 1 with *fmt for .jsonl/.json/.csv, 0 when its
+ * name has no extension clipeval knows (a device, a FIFO: the type comes from elsewhere), -1
+ * for a table type clipeval cannot write (parquet, pickle, xlsx...). */
+static int output_type(const char *path, table_format *fmt) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    if (!dot || dot == base) return 0;
+    if (table_format_from_name(dot + 1, fmt)) return 1;
+    static const char *const other[] = {"parquet", "pickle", "pkl", "xlsx", "xls", "feather"};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        if (!strcmp(dot + 1, other[i])) return -1;
+    return 0;
+}
+
+typedef struct score_paths {
+    const char *input, *output, *first, *cache_path, *prefix, *cache_type;
+    int step, step_given;
+    char in_buf[4200], out_buf[4200];
+} score_paths;
+
+/* Input, output and their types, by the rules of score_help. Returns an exit status (0 = go). */
+static int resolve_paths(score_paths *p, clip_score_options *o) {
+    clip_error e = {0};
+    table_format ct = TABLE_JSONL;
+    if (p->cache_type && !table_format_from_name(p->cache_type, &ct))
+        return usage_error("score", "bad --cache-type '%s' (jsonl, json or csv)", p->cache_type);
+    int filestorage = p->first || p->cache_path || p->prefix || p->step_given;
+    if (filestorage) {
+        if (p->input || p->output)
+            return usage_error("score", "use either --input/--output or the FileStorage options "
+                                        "(--first-entry-file, --cache-path, --file-name-prefix, "
+                                        "--step)");
+        const char *dir = p->cache_path ? p->cache_path : "./cache";
+        const char *prefix = p->prefix ? p->prefix : "dataflow_cache";
+        const char *type = table_format_name(ct); /* FileStorage's default cache_type: jsonl */
+        if (p->step == 0) {
+            if (!p->first)
+                return usage_error("score", "step 0 reads --first-entry-file: give it (or --step "
+                                            "K to read %s/%s_stepK.%s)", dir, prefix, type);
+            p->input = p->first;
+            if (table_format_from_path(p->input, &o->in_fmt, &e)) return die(&e);
+        } else {
+            int n = snprintf(p->in_buf, sizeof p->in_buf, "%s/%s_step%d.%s", dir, prefix, p->step,
+                             type);
+            if (n < 0 || (size_t)n >= sizeof p->in_buf)
+                return usage_error("score", "input path too long");
+            p->input = p->in_buf;
+            o->in_fmt = ct;
+        }
+        int n = snprintf(p->out_buf, sizeof p->out_buf, "%s/%s_step%d.%s", dir, prefix,
+                         p->step + 1, type);
+        if (n < 0 || (size_t)n >= sizeof p->out_buf)
+            return usage_error("score", "output path too long");
+        p->output = p->out_buf;
+        o->out_fmt = ct;
+        return 0;
+    }
+    if (!p->input || !p->output)
+        return usage_error("score", "give --input and --output (or the FileStorage options)");
+    if (!strcmp(p->input, "-")) {
+        if (!p->cache_type)
+            return usage_error("score", "--input - reads stdin: give its type with --cache-type");
+        o->in_fmt = ct;
+    } else if (table_format_from_path(p->input, &o->in_fmt, &e)) {
+        return die(&e);
+    }
+    if (!strcmp(p->output, "-")) {
+        if (!p->cache_type)
+            return usage_error("score", "--output - writes stdout: give its type with --cache-type");
+        o->out_fmt = ct;
+        return 0;
+    }
+    table_format ext;
+    int known = output_type(p->output, &ext);
+    if (known < 0)
+        return usage_error("score", "%s: clipeval writes jsonl, json or csv, not '%s'", p->output,
+                           strrchr(p->output, '.') + 1);
+    if (known && p->cache_type && ext != ct)
+        return usage_error("score", "--cache-type %s conflicts with the output's extension (%s): "
+                                    "the extension decides; drop --cache-type or rename %s",
+                           p->cache_type, table_format_name(ext), p->output);
+    o->out_fmt = known ? ext : p->cache_type ? ct : o->in_fmt;
+    return 0;
+}
+
+
 static int cmd_score(int argc, char **argv) {
     clip_score_options o;
     clip_score_options_init(&o);
-    const char *input = NULL, *output = NULL, *first = NULL, *cache_path = NULL, *prefix = NULL;
-    const char *cache_type = NULL;
-    int step = 0;
+    score_paths p;
+    memset(&p, 0, sizeof p);
+    int strict = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long long u;
@@ -634,19 +784,20 @@ static int cmd_score(int argc, char **argv) {
             fputs(score_help, stdout);
             return 0;
         } else if (VAL("--input")) {
-            input = v;
+            p.input = v;
         } else if (VAL("--output")) {
-            output = v;
+            p.output = v;
         } else if (VAL("--first-entry-file")) {
-            first = v;
+            p.first = v;
         } else if (VAL("--cache-path")) {
-            cache_path = v;
+            p.cache_path = v;
         } else if (VAL("--file-name-prefix")) {
-            prefix = v;
+            p.prefix = v;
         } else if (VAL("--cache-type")) {
-            cache_type = v;
+            p.cache_type = v;
         } else if (VAL("--step")) {
-            if ((step = parse_int(v, 0, 1 << 30)) < 0) return usage_error("score", "bad --step '%s'", v);
+            if ((p.step = parse_int(v, 0, 1 << 30)) < 0) return usage_error("score", "bad --step '%s'", v);
+            p.step_given = 1;
         } else if (VAL("--image-key")) {
             o.image_key = v;
         } else if (VAL("--text-key")) {
@@ -657,6 +808,8 @@ static int cmd_score(int argc, char **argv) {
             o.image_root = v;
         } else if (VAL("--model")) {
             o.model = v;
+        } else if (VAL("--log-failures")) {
+            o.log_failures = v;
         } else if (VAL("--device")) {
             if (!parse_device(v, &o.device)) return usage_error("score", "bad --device '%s'", v);
         } else if (VAL("--threads")) {
@@ -665,8 +818,8 @@ static int cmd_score(int argc, char **argv) {
             if ((o.decode_threads = parse_int(v, 1, 4096)) < 0)
                 return usage_error("score", "bad --decode-threads '%s'", v);
         } else if (VAL("--batch-size")) {
-            if ((o.batch_size = parse_int(v, 1, 4096)) < 0)
-                return usage_error("score", "bad --batch-size '%s' (1..4096)", v);
+            if ((o.batch_size = parse_int(v, 1, CLIP_SCORE_MAX_BATCH)) < 0)
+                return usage_error("score", "bad --batch-size '%s' (1..%d)", v, CLIP_SCORE_MAX_BATCH);
         } else if (VAL("--cache-entries")) {
             if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --cache-entries '%s'", v);
             o.cache_entries = (size_t)u;
@@ -691,6 +844,8 @@ static int cmd_score(int argc, char **argv) {
             o.pandas_compat = 1;
         } else if (!strcmp(a, "--skip-invalid")) {
             o.skip_invalid = 1;
+        } else if (!strcmp(a, "--strict")) {
+            strict = 1;
         } else if (!strcmp(a, "--exif-transpose")) {
             o.decode.exif_transpose = 1;
         } else if (!strcmp(a, "--quiet")) {
@@ -700,75 +855,65 @@ static int cmd_score(int argc, char **argv) {
         }
 #undef VAL
     }
-    clip_error e = {0};
-    char out_path[4200];
-    if (first) { /* FileStorage naming */
-        if (input || output)
-            return usage_error("score", "use either --input/--output or --first-entry-file%s", "");
-        if (!cache_path) cache_path = "./cache";
-        if (!prefix) prefix = "dataflow_cache";
-        input = first;
-    } else if (!input || !output) {
-        return usage_error("score", "give --input and --output (or FileStorage options)%s", "");
-    }
-    if (table_format_from_path(input, &o.in_fmt, &e)) return die(&e);
-    o.out_fmt = o.in_fmt;
-    if (cache_type) {
-        if (!table_format_from_name(cache_type, &o.out_fmt))
-            return usage_error("score", "bad --cache-type '%s' (jsonl, json or csv)", cache_type);
-    } else if (output) {
-        table_format f;
-        clip_error ignore;
-        if (table_format_from_path(output, &f, &ignore) == CLIP_OK) o.out_fmt = f;
-    }
-    if (first) {
-        int n = snprintf(out_path, sizeof out_path, "%s/%s_step%d.%s", cache_path, prefix, step + 1,
-                         cache_type ? cache_type : table_format_name(o.out_fmt));
-        if (n < 0 || (size_t)n >= sizeof out_path) return usage_error("score", "output path too long%s", "");
-        output = out_path;
-    }
-    o.input = input;
-    o.output = output;
-    o.cancel = &g_cancel;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    /* Past a file-size limit (ulimit -f), write() must fail with EFBIG and be reported, not
-     * kill the process with SIGXFSZ half-way. */
-    signal(SIGXFSZ, SIG_IGN);
+    int rc = resolve_paths(&p, &o);
+    if (rc) return rc;
+    if (o.log_failures && (!strcmp(o.log_failures, "-") && !strcmp(p.output, "-")))
+        return usage_error("score", "--output - and --log-failures - would both write stdout");
+    o.input = p.input;
+    o.output = p.output;
+    o.registry = &g_temps;
+    install_signals();
     clip_score_stats st;
-    if (clip_score_table(&o, &st, &e)) {
-        if (g_cancel) fprintf(stderr, "clipeval: interrupted: no output written\n");
-        return g_cancel ? 130 : die(&e);
-    }
+    clip_error e = {0};
+    if (clip_score_table(&o, &st, &e)) return die(&e);
     if (!o.quiet) {
         fprintf(stderr,
                 "clipeval score: %zu rows, %zu scored, %zu failed (image), %zu empty text, %zu "
                 "refused (text too long), %zu rejected; %zu images + %zu texts encoded; %.2f s, "
                 "%.1f rows/s -> %s\n",
                 st.rows, st.scored, st.image_failed, st.empty_text, st.text_failed, st.rejected,
-                st.images_encoded,
-                st.texts_encoded, st.seconds, st.seconds > 0 ? st.rows / st.seconds : 0.0, output);
-        if (st.rejected)
+                st.images_encoded, st.texts_encoded, st.seconds,
+                st.seconds > 0 ? st.rows / st.seconds : 0.0, !strcmp(o.output, "-") ? "stdout" : o.output);
+        char line[512] = "";
+        if (st.cpu) {
+            clip_runtime_info ri;
+            clip_runtime_info_get(&ri);
+            runinfo_line(&ri, line, sizeof line);
+        }
+        fprintf(stderr, "clipeval score: device %s%s%s\n", st.device, line[0] ? "; " : "", line);
+        if (st.rejected && st.rejects_path[0])
             fprintf(stderr, "clipeval score: %zu invalid rows copied to %s\n", st.rejected,
                     st.rejects_path);
     }
-    return 0;
+    if (st.image_failed && !st.images_read) {
+        fprintf(stderr, "clipeval: error: no image could be read; first failure: %s%s\n",
+                st.first_failure[0] ? st.first_failure : "?",
+                st.first_relative && !o.image_root
+                    ? " (relative paths are read from the current directory: set --image-root?)"
+                    : "");
+        fprintf(stderr, "clipeval: the output was written anyway (every row scored 0.0, as "
+                        "DataFlow does); exit status 3\n");
+        return EXIT_NO_IMAGE;
+    }
+    if (strict && (st.image_failed || st.text_failed)) {
+        fprintf(stderr, "clipeval: error: --strict: %zu rows failed (%zu image, %zu text); the "
+                        "output was written; exit status 4\n",
+                st.image_failed + st.text_failed, st.image_failed, st.text_failed);
+        return EXIT_STRICT;
+    }
+    return EXIT_OK;
 }
 
 /* ------------------------------------------------------------------ info */
 
 static int cmd_info(int argc, char **argv) {
-    const char *model = DEFAULT_MODEL;
+    const char *model = CLIP_DEFAULT_MODEL;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            puts("usage: clipeval info [--model DIR|ID]\nPrints where the model was found and its "
-                 "hyper-parameters.");
+            puts("usage: clipeval info [--model DIR|ID]\nPrints where the model was found, its "
+                 "hyper-parameters, and what the CPU side runs on (BLAS, its kernels, threads).");
             return 0;
         } else
             return usage_error("info", "unknown option '%s'", argv[i]);
@@ -789,7 +934,14 @@ static int cmd_info(int argc, char **argv) {
     printf("pooling        %s (eos_token_id %d)\n",
            i->eos_token_id == 2 ? "legacy argmax of ids" : "first eos_token_id", i->eos_token_id);
     printf("embedding dim  %d, logit_scale %.7g\n", i->embed_dim, (double)i->logit_scale);
-    printf("device         %s\nload time      %.3f s\n", i->device, dt);
+    printf("device         %s, %s, %d threads\nload time      %.3f s\n", i->device,
+           clip_precision_name(i->precision), i->n_threads, dt);
+    clip_runtime_info ri;
+    clip_runtime_info_get(&ri);
+    char line[512];
+    runinfo_line(&ri, line, sizeof line);
+    printf("cpu runtime    %s\n", line);
+    runinfo_warn(&ri, stderr);
     clip_model_free(m);
     return 0;
 }

@@ -8,9 +8,12 @@
  *     reader A  collects the window's image paths and texts; every distinct one that is not
  *               in the embedding caches is decoded/tokenized and encoded in batches, decoding
  *               of batch j+1 overlapping the encoding of batch j;
- *     scores    for every row, from the cached embeddings;
+ *               (texts first; a row counts as scored for the progress line once its image
+ *               is settled);
+ *     scores    for every row, from the cached embeddings; failures go to failures.c (one
+ *               warning per distinct image, a summary, --log-failures);
  *     reader B  reads the same rows again and the writer copies them out with the score.
- *   The writer's temporary file is renamed over the output only at the very end.
+ *   The writer's temporary file is renamed over the output only at the very end (files.c).
  * Memory is bounded by the window, the batch and the cache sizes, whatever the table size. */
 #include "scorer.h"
 
@@ -18,11 +21,17 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include "json.h"
+#include "failures.h"
+#include "progress.h"
+#include "pytext.h"
+#include "runinfo.h"
+#include "testhook.h"
 #include "util.h"
 
 #define WINDOW_ROWS 4096
@@ -32,13 +41,27 @@ void clip_score_options_init(clip_score_options *o) {
     o->image_key = "image_path";
     o->text_key = "text";
     o->output_key = "clip_score";
-    o->model = "openai/clip-vit-base-patch32";
+    o->model = CLIP_DEFAULT_MODEL;
     o->device = CLIP_DEVICE_AUTO;
     o->batch_size = 32;
     o->cache_entries = 65536;
     o->progress = 1;
     clip_decode_options_init(&o->decode);
     o->log = stderr;
+}
+
+clip_status clip_score_image_config(const clip_model *m, clip_image_config *cfg, clip_error *err) {
+    const clip_model_info *info = clip_model_get_info(m);
+    clip_status st = clip_image_config_load(info->dir, cfg, err);
+    if (!st && (cfg->crop_height != info->image_size || cfg->crop_width != info->image_size))
+        st = clip_fail(err, CLIP_ERR_CONFIG,
+                       "%s: preprocessor crop size %dx%d does not match the model's image size %d",
+                       info->dir, cfg->crop_width, cfg->crop_height, info->image_size);
+    return st;
+}
+
+static size_t max_text_bytes(const clip_score_options *o) {
+    return o->max_text_bytes ? o->max_text_bytes : CLIP_SCORE_DEFAULT_MAX_TEXT;
 }
 
 double clip_pair_score(const float *img, const float *txt, int dim) {
@@ -54,30 +77,6 @@ double clip_pair_score(const float *img, const float *txt, int dim) {
     return s;
 }
 
-/* ------------------------------------------------------------------ text rules */
-
-/* Python's str.isspace() set (general category Zs, or bidi class WS, B or S). */
-static int py_isspace(unsigned cp) {
-    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
-           cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
-           cp == 0x202F || cp == 0x205F || cp == 0x3000;
-}
-
-/* DataFlow: `if not text or text.strip() == ""` -> 0.0 without a warning. */
-static int blank_text(const char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned cp;
-        int k = json_utf8_decode((const unsigned char *)s + i, n - i, &cp);
-        if (!k) return 0; /* an invalid byte is not whitespace */
-        if (!py_isspace(cp)) return 0;
-        i += (size_t)k;
-    }
-    return 1;
-}
-
-int clip_score_text_is_blank(const char *s, size_t n) { return n == 0 || blank_text(s, n); }
-
 /* ------------------------------------------------------------------ embedding cache */
 
 /* A string-keyed LRU of embeddings: open addressing (linear probing, backward-shift
@@ -91,7 +90,8 @@ typedef struct centry {
     size_t klen;
     uint64_t hash;
     int state;
-    char *reason;      /* E_FAILED */
+    char *reason;      /* E_FAILED: the decoder's message */
+    clip_status code;  /* E_FAILED: the decoder's status */
     int prev, next;    /* LRU list, most recent at head */
     size_t window;     /* last window that used it: never evicted while in use */
     int slot;          /* index into the table, kept in sync on moves */
@@ -106,12 +106,9 @@ typedef struct cache {
     int dim;
 } cache;
 
+/* FNV-1a, its high bits folded down: the table index takes the low bits. */
 static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
+    uint64_t h = clip_fnv1a64(s, n);
     return h ^ (h >> 29);
 }
 
@@ -372,26 +369,36 @@ typedef struct row_info {
 
 typedef struct run {
     const clip_score_options *o;
+    const char *input;    /* the input's name in messages ("stdin" for "-") */
     clip_model *model;
     clip_tokenizer *tok;
     clip_image_config icfg;
     table_schema *schema;
     int img_col, txt_col, dim, S;
     cache images, texts;
+    /* The progress count: a row of the window is scored once both its entries are settled.
+     * Each cache entry heads a list (through *_next, indexed by row) of the rows waiting for
+     * it; pending[k] counts what row k still waits for. */
+    int *img_head, *txt_head;  /* per cache entry: first waiting row, or -1 */
+    int *img_next, *txt_next;  /* per window row */
+    unsigned char *pending;    /* per window row */
     decode_pool pool;
     clip_score_stats *stats;
     clip_buf text, path;
-    double t0, last_progress;
-    FILE *rejects;
-    char rejects_tmp[4300];
+    size_t rows_done;     /* rows whose score is known (the progress count) */
+    progress *prog;
+    failures *fails;
+    testhook hook;
+    outfile *rejects;
+    int rejects_wanted;   /* the output is a regular file: invalid rows go to OUT.rejects */
 } run;
 
 static void warn(const run *r, size_t line, const char *fmt, ...) CLIP_PRINTF(3, 4);
 static void warn(const run *r, size_t line, const char *fmt, ...) {
     if (!r->o->log) return;
-    if (r->o->progress && isatty(fileno(r->o->log))) fputs("\r\033[K", r->o->log);
+    progress_log_begin(r->prog);
     if (line)
-        fprintf(r->o->log, "clipeval: warning: %s:%zu: ", r->o->input, line);
+        fprintf(r->o->log, "clipeval: warning: %s:%zu: ", r->input, line);
     else
         fputs("clipeval: warning: ", r->o->log);
     va_list ap;
@@ -399,25 +406,24 @@ static void warn(const run *r, size_t line, const char *fmt, ...) {
     vfprintf(r->o->log, fmt, ap);
     va_end(ap);
     fputc('\n', r->o->log);
+    progress_log_end(r->prog);
 }
 
-static void progress(run *r, size_t done, int final) {
-    const clip_score_options *o = r->o;
-    if (!o->log || o->quiet || !o->progress || !isatty(fileno(o->log))) return;
-    double now = clip_now();
-    if (!final && now - r->last_progress < 0.25) return;
-    r->last_progress = now;
-    size_t total = table_schema_rows(r->schema);
-    double el = now - r->t0, rate = el > 0 ? done / el : 0;
-    int width = 30, fill = total ? (int)((double)done / total * width) : 0;
-    char bar[64];
-    for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
-    bar[width] = '\0';
-    double eta = rate > 0 && total > done ? (total - done) / rate : 0;
-    fprintf(o->log, "\r\033[K[%s] %zu/%zu rows  %.1f rows/s  ETA %dm%02ds", bar, done, total, rate,
-            (int)eta / 60, (int)eta % 60);
-    if (final) fputs("\r\033[K", o->log);
-    fflush(o->log);
+static void rows_done(run *r, size_t n) {
+    r->rows_done += n;
+    progress_set(r->prog, r->rows_done);
+}
+
+/* The reason class of a decode failure, for the summary. */
+static const char *image_why(clip_status st) {
+    switch (st) {
+    case CLIP_ERR_NOT_FOUND: return "image file not found";
+    case CLIP_ERR_IO: return "image file unreadable";
+    case CLIP_ERR_FORMAT: return "not a valid image";
+    case CLIP_ERR_UNSUPPORTED: return "unsupported image format";
+    case CLIP_ERR_LIMIT: return "image above a limit (--max-pixels, --max-file-bytes)";
+    default: return "image failed";
+    }
 }
 
 /* Resolves the image cell of a row into r->path; 0 with a reason when it is not usable. */
@@ -441,6 +447,25 @@ static int image_path(run *r, const table_row *row, char *why, size_t cap) {
     }
     clip_buf_append(&r->path, s, len);
     return !r->path.oom;
+}
+
+/* Cache entry e is settled (encoded, or failed): the rows that waited only for it are scored. */
+static void settle(run *r, int *head, const int *next, int e) {
+    size_t n = 0;
+    for (int k = head[e]; k >= 0; k = next[k])
+        if (--r->pending[k] == 0) n++;
+    head[e] = -1;
+    rows_done(r, n);
+}
+
+static void image_settled(run *r, int e) {
+    settle(r, r->img_head, r->img_next, e);
+}
+
+static void image_failed(centry *e, const decode_job *j) {
+    e->state = E_FAILED;
+    e->code = j->st;
+    e->reason = strdup(j->msg);
 }
 
 static clip_status encode_images(run *r, int *entries, size_t n, clip_error *err) {
@@ -476,8 +501,7 @@ static clip_status encode_images(run *r, int *entries, size_t n, clip_error *err
             decode_job *j = &jobs[pb % 2][k];
             centry *e = &r->images.e[entries[i0 + k]];
             if (j->st) {
-                e->state = E_FAILED;
-                e->reason = strdup(j->msg);
+                image_failed(e, j);
                 continue;
             }
             memcpy(batch + per * nok, j->pixels, sizeof(float) * per);
@@ -491,6 +515,11 @@ static clip_status encode_images(run *r, int *entries, size_t n, clip_error *err
                 r->images.e[ok[k]].state = E_OK;
             }
             r->stats->images_encoded += nok;
+            r->stats->images_read += nok;
+        }
+        if (!st) {
+            for (size_t k = 0; k < cnt; k++) image_settled(r, entries[i0 + k]);
+            if (nok) testhook_reached(&r->hook, "batch");
         }
     }
 done:
@@ -504,8 +533,7 @@ done:
     return st;
 }
 
-/* Decodes (without encoding) images whose rows have blank text: DataFlow loads the image
- * before it looks at the text, so a bad image still gets its warning there. */
+/* Images only rows with blank text use: decoded (is it readable?), never encoded. */
 static clip_status check_images(run *r, int *entries, size_t n, clip_error *err) {
     decode_job *jobs = calloc(n ? n : 1, sizeof *jobs);
     if (!jobs) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
@@ -516,11 +544,12 @@ static clip_status check_images(run *r, int *entries, size_t n, clip_error *err)
     for (size_t k = 0; k < n; k++) {
         centry *e = &r->images.e[entries[k]];
         if (jobs[k].st) {
-            e->state = E_FAILED;
-            e->reason = strdup(jobs[k].msg);
+            image_failed(e, &jobs[k]);
         } else {
             e->state = E_CHECKED;
+            r->stats->images_read++;
         }
+        image_settled(r, entries[k]);
     }
     free(jobs);
     return CLIP_OK;
@@ -551,6 +580,10 @@ static clip_status encode_texts(run *r, int *entries, size_t n, clip_error *err)
             r->texts.e[entries[i0 + k]].state = E_OK;
         }
         r->stats->texts_encoded += cnt;
+        if (!st) {
+            for (size_t k = 0; k < cnt; k++) settle(r, r->txt_head, r->txt_next, entries[i0 + k]);
+            testhook_reached(&r->hook, "batch");
+        }
     }
     free(ids);
     free(texts);
@@ -559,20 +592,20 @@ static clip_status encode_texts(run *r, int *entries, size_t n, clip_error *err)
     return st;
 }
 
+/* An invalid row under --skip-invalid: copied verbatim to OUT.rejects (a regular output only). */
 static clip_status reject_row(run *r, const table_reader *rd, clip_error *err) {
+    r->stats->rejected++;
+    if (!r->rejects_wanted) return CLIP_OK;
     size_t len;
     const char *raw = table_reader_last_raw(rd, &len);
-    if (!r->rejects) {
-        snprintf(r->rejects_tmp, sizeof r->rejects_tmp, "%s.rejects.tmp-%ld", r->o->output,
-                 (long)getpid());
-        r->rejects = fopen(r->rejects_tmp, "wb");
-        if (!r->rejects)
-            return clip_fail(err, CLIP_ERR_IO, "%s: cannot create: %s", r->rejects_tmp,
-                             strerror(errno));
-    }
-    if (fwrite(raw, 1, len, r->rejects) != len || fputc('\n', r->rejects) == EOF)
-        return clip_fail(err, CLIP_ERR_IO, "%s: write failed: %s", r->rejects_tmp, strerror(errno));
-    r->stats->rejected++;
+    clip_status st;
+    if (!r->rejects &&
+        (st = outfile_open(r->stats->rejects_path, r->o->registry, NULL, &r->rejects, err)))
+        return st;
+    FILE *f = outfile_stream(r->rejects);
+    if (fwrite(raw, 1, len, f) != len || fputc('\n', f) == EOF)
+        return clip_fail(err, CLIP_ERR_IO, "%s: write failed: %s", outfile_name(r->rejects),
+                         strerror(errno));
     return CLIP_OK;
 }
 
@@ -583,36 +616,46 @@ static clip_status next_row(run *r, table_reader *rd, int record_rejects, table_
         clip_status st = table_reader_next(rd, row, err);
         if (!st || !r->o->skip_invalid || !table_reader_skippable(rd)) return st;
         if (record_rejects) {
-            warn(r, 0, "%s (copied to the rejects file)", err->msg);
+            warn(r, 0, "%s (%s)", err->msg,
+                 r->rejects_wanted ? "copied to the rejects file" : "skipped");
             if ((st = reject_row(r, rd, err))) return st;
         }
     }
 }
 
-static double row_score(run *r, const row_info *ri) {
+static clip_status text_too_long(run *r, size_t line, const char *path, size_t len,
+                                 clip_error *err) {
+    char reason[160];
+    snprintf(reason, sizeof reason, "text of %zu bytes is above the --max-text-bytes limit", len);
+    r->stats->text_failed++;
+    return failures_add(r->fails, FAILURE_TEXT, line, path, reason,
+                        "text above the --max-text-bytes limit", err);
+}
+
+static clip_status row_score(run *r, const row_info *ri, double *score, clip_error *err) {
+    *score = 0.0;
     if (ri->img < 0) {
-        warn(r, ri->line, "cannot score: %s (score 0.0)", ri->bad_image);
         r->stats->image_failed++;
-        return 0.0;
+        return failures_add(r->fails, FAILURE_CELL, ri->line, NULL, ri->bad_image, ri->bad_image, err);
     }
     centry *ie = &r->images.e[ri->img];
     if (ie->state == E_FAILED) {
-        warn(r, ri->line, "failed to load image %s (score 0.0)", ie->reason ? ie->reason : ie->key);
         r->stats->image_failed++;
-        return 0.0;
+        return failures_add(r->fails, FAILURE_IMAGE, ri->line, ie->key,
+                            ie->reason ? ie->reason : "cannot be read", image_why(ie->code), err);
     }
-    if (ri->too_long) {
-        warn(r, ri->line, "text of %zu bytes is above the --max-text-bytes limit (score 0.0)",
-             ri->text_len);
-        r->stats->text_failed++;
-        return 0.0;
-    }
+    if (ri->too_long) return text_too_long(r, ri->line, ie->key, ri->text_len, err);
     if (ri->blank) {
         r->stats->empty_text++;
-        return 0.0;
+        return CLIP_OK;
     }
     r->stats->scored++;
-    return clip_pair_score(cache_emb(&r->images, ri->img), cache_emb(&r->texts, ri->txt), r->dim);
+    *score = clip_pair_score(cache_emb(&r->images, ri->img), cache_emb(&r->texts, ri->txt), r->dim);
+    return CLIP_OK;
+}
+
+static clip_status cancelled(const run *r, clip_error *err) {
+    return r->o->cancel && *r->o->cancel ? clip_fail(err, CLIP_ERR_IO, "interrupted") : CLIP_OK;
 }
 
 static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, table_writer *w,
@@ -624,12 +667,9 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
     clip_status st = CLIP_OK;
     if (!rows || !scores || !new_img || !chk_img || !new_txt)
         st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
-    size_t done = 0, max_text = r->o->max_text_bytes ? r->o->max_text_bytes : (size_t)64 << 20;
+    size_t done = 0, max_text = max_text_bytes(r->o);
     for (size_t window = 1; !st; window++) {
-        if (r->o->cancel && *r->o->cancel) {
-            st = clip_fail(err, CLIP_ERR_IO, "interrupted");
-            break;
-        }
+        if ((st = cancelled(r, err))) break;
         size_t n = 0, nn = 0, nc = 0, nt = 0;
         table_row *row = NULL;
         while (n < WINDOW_ROWS && !st) {
@@ -641,7 +681,7 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
             r->text.len = 0;
             st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
             if (st) break;
-            ri->blank = r->text.len == 0 || blank_text(r->text.data, r->text.len);
+            ri->blank = r->text.len == 0 || py_blank(r->text.data, r->text.len);
             ri->text_len = r->text.len;
             if (r->text.len > max_text) ri->too_long = 1, ri->blank = 1;
             ri->img = -1;
@@ -677,21 +717,38 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
         for (size_t k = 0; k < nc; k++)
             if (r->images.e[chk_img[k]].state == E_PENDING) chk_img[keep++] = chk_img[k];
         nc = keep;
-        if (nn) st = encode_images(r, new_img, nn, err);
+        /* Which rows wait for which entries (the progress count); the others are scored now. */
+        size_t ready = 0;
+        for (size_t k = 0; k < n; k++) {
+            int e = rows[k].img, t = rows[k].txt;
+            r->pending[k] = 0;
+            if (e >= 0 && (r->images.e[e].state == E_QUEUED || r->images.e[e].state == E_PENDING)) {
+                r->img_next[k] = r->img_head[e];
+                r->img_head[e] = (int)k;
+                r->pending[k]++;
+            }
+            if (t >= 0 && r->texts.e[t].state != E_OK) {
+                r->txt_next[k] = r->txt_head[t];
+                r->txt_head[t] = (int)k;
+                r->pending[k]++;
+            }
+            if (!r->pending[k]) ready++;
+        }
+        rows_done(r, ready);
+        if (nt) st = encode_texts(r, new_txt, nt, err);
+        if (!st && nn) st = encode_images(r, new_img, nn, err);
         if (!st && nc) st = check_images(r, chk_img, nc, err);
-        if (!st && nt) st = encode_texts(r, new_txt, nt, err);
         if (st) break;
-        for (size_t k = 0; k < n; k++) scores[k] = row_score(r, &rows[k]);
+        for (size_t k = 0; k < n && !st; k++) st = row_score(r, &rows[k], &scores[k], err);
         for (size_t k = 0; k < n && !st; k++) {
             st = next_row(r, rb, 0, &row, err);
             if (!st && !row)
                 st = clip_fail(err, CLIP_ERR_IO, "%s: the file changed while it was being read",
-                               r->o->input);
+                               r->input);
             if (!st) st = table_writer_row(w, row, scores[k], err);
         }
         done += n;
         r->stats->rows = done;
-        progress(r, done, 0);
     }
     free(rows);
     free(scores);
@@ -715,10 +772,7 @@ static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip
                                                : CLIP_OK;
     size_t done = 0;
     while (!st) {
-        if (r->o->cancel && *r->o->cancel) {
-            st = clip_fail(err, CLIP_ERR_IO, "interrupted");
-            break;
-        }
+        if ((st = cancelled(r, err))) break;
         table_row *row;
         st = next_row(r, ra, 1, &row, err);
         if (st || !row) break;
@@ -728,28 +782,29 @@ static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip
         double score = 0.0;
         clip_error ie_err = {0};
         if (!image_path(r, row, ri.bad_image, sizeof ri.bad_image)) {
-            warn(r, ri.line, "cannot score: %s (score 0.0)", ri.bad_image);
             r->stats->image_failed++;
+            st = failures_add(r->fails, FAILURE_CELL, ri.line, NULL, ri.bad_image, ri.bad_image, err);
         } else if (clip_preprocess_file(r->path.data, &r->icfg, &r->o->decode, px, &ie_err)) {
-            warn(r, ri.line, "failed to load image %s (score 0.0)", ie_err.msg);
             r->stats->image_failed++;
+            st = failures_add(r->fails, FAILURE_IMAGE, ri.line, r->path.data, ie_err.msg,
+                              image_why(ie_err.code), err);
         } else {
+            r->stats->images_read++;
             r->text.len = 0;
             st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
             if (st) break;
-            size_t max_text = r->o->max_text_bytes ? r->o->max_text_bytes : (size_t)64 << 20;
-            if (r->text.len > max_text) {
-                warn(r, ri.line, "text of %zu bytes is above the --max-text-bytes limit (score 0.0)",
-                     r->text.len);
-                r->stats->text_failed++;
-            } else if (r->text.len == 0 || blank_text(r->text.data, r->text.len)) {
+            if (r->text.len > max_text_bytes(r->o)) {
+                st = text_too_long(r, ri.line, r->path.data, r->text.len, err);
+            } else if (r->text.len == 0 || py_blank(r->text.data, r->text.len)) {
                 r->stats->empty_text++;
             } else {
                 const char *t = r->text.data;
                 size_t tl = r->text.len;
                 st = clip_tokenize_batch(r->tok, &t, &tl, 1, L, ids, NULL, err);
                 if (!st) st = clip_encode_images(r->model, px, 1, NULL, ie, err);
+                if (!st) testhook_reached(&r->hook, "batch");
                 if (!st) st = clip_encode_texts(r->model, ids, 1, L, NULL, te, err);
+                if (!st) testhook_reached(&r->hook, "batch");
                 if (st) break;
                 r->stats->images_encoded++;
                 r->stats->texts_encoded++;
@@ -757,14 +812,80 @@ static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip
                 score = clip_pair_score(ie, te, r->dim);
             }
         }
-        st = table_writer_row(w, row, score, err);
+        if (!st) st = table_writer_row(w, row, score, err);
         r->stats->rows = ++done;
-        progress(r, done, 0);
+        rows_done(r, 1);
     }
     free(px);
     free(ie);
     free(te);
     free(ids);
+    return st;
+}
+
+/* A column missing from the whole table: DataFlow's KeyError, with the columns there are. */
+static clip_status missing_column(const run *r, const char *key, const char *option,
+                                  clip_error *err) {
+    clip_buf b = {0};
+    size_t n = table_schema_columns(r->schema), shown = n < 20 ? n : 20;
+    for (size_t i = 0; i < shown; i++) {
+        size_t len;
+        const char *name = table_schema_column(r->schema, (int)i, &len);
+        clip_buf_printf(&b, "%s'%.*s'", i ? ", " : "", (int)(len < 200 ? len : 200), name);
+    }
+    if (n > shown) clip_buf_printf(&b, " and %zu more", n - shown);
+    clip_status st = clip_fail(err, CLIP_ERR_ARG,
+                               "%s: column '%s' not found (KeyError in DataFlow); the table has %s; "
+                               "set it with %s",
+                               r->input, key, b.oom || !b.data ? "?" : b.data, option);
+    clip_buf_free(&b);
+    return st;
+}
+
+/* The model's device and thread count for the summary; the BLAS warning, once, on the CPU. */
+static void note_device(run *r) {
+    const clip_model_info *info = clip_model_get_info(r->model);
+    r->stats->cpu = !strcmp(info->device, "cpu");
+    if (r->stats->cpu)
+        snprintf(r->stats->device, sizeof r->stats->device, "cpu, %d thread%s", info->n_threads,
+                 info->n_threads == 1 ? "" : "s");
+    else
+        snprintf(r->stats->device, sizeof r->stats->device, "%s", info->device);
+    if (r->stats->cpu && r->o->log) {
+        clip_runtime_info ri;
+        clip_runtime_info_get(&ri);
+        runinfo_warn(&ri, r->o->log);
+    }
+}
+
+/* The rejects of this output, and the earlier runs' temporary files next to each file. */
+static void prepare_outputs(run *r) {
+    const clip_score_options *o = r->o;
+    FILE *log = o->log; /* removing files is always said, --quiet or not */
+    r->rejects_wanted = outfile_kind_of(o->output) == OUTFILE_ATOMIC;
+    if (r->rejects_wanted) {
+        snprintf(r->stats->rejects_path, sizeof r->stats->rejects_path, "%s.rejects", o->output);
+        files_clean_stale(r->stats->rejects_path, log);
+    }
+    files_clean_stale(o->output, log);
+    if (o->log_failures) files_clean_stale(o->log_failures, log);
+}
+
+/* After a successful run: OUT.rejects exists exactly when this run rejected rows. */
+static clip_status finish_rejects(run *r, clip_error *err) {
+    clip_status st = CLIP_OK;
+    if (r->rejects) {
+        st = outfile_commit(r->rejects, err);
+        r->rejects = NULL;
+    } else if (r->rejects_wanted) {
+        struct stat sb;
+        const char *p = r->stats->rejects_path;
+        if (lstat(p, &sb) == 0 && (S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) && unlink(p) == 0 &&
+            r->o->log)
+            fprintf(r->o->log, "clipeval: removed %s, left by an earlier run (this run rejected "
+                               "no rows)\n", p);
+    }
+    if (!r->stats->rejected) r->stats->rejects_path[0] = '\0';
     return st;
 }
 
@@ -775,23 +896,30 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
     memset(stats, 0, sizeof *stats);
     r.o = o;
     r.stats = stats;
-    r.t0 = clip_now();
+    r.input = !strcmp(o->input, "-") ? "stdin" : o->input;
+    testhook_init(&r.hook);
+    double t0 = clip_now();
     table_reader *ra = NULL, *rb = NULL;
     table_writer *w = NULL;
     int pool_up = 0, caches_up = 0;
-    if (o->batch_size < 1 || o->batch_size > 4096)
-        return clip_fail(err, CLIP_ERR_ARG, "batch size %d is out of range [1, 4096]", o->batch_size);
+    if (!o->input || !o->output || !o->model)
+        return clip_fail(err, CLIP_ERR_ARG, "clip_score_table: input, output and model are required");
+    if (o->batch_size < 1 || o->batch_size > CLIP_SCORE_MAX_BATCH)
+        return clip_fail(err, CLIP_ERR_ARG, "batch size %d is out of range [1, %d]", o->batch_size,
+                         CLIP_SCORE_MAX_BATCH);
+    clip_status st = CLIP_OK;
+    if (!strcmp(o->input, "-")) st = files_stdin_seekable(err);
     /* pass 0: the whole table's shape */
-    clip_status st = table_scan(o->input, o->in_fmt, &o->limits, o->skip_invalid, &r.schema, err);
+    if (!st) st = table_scan(o->input, o->in_fmt, &o->limits, o->skip_invalid, &r.schema, err);
     if (!st) {
         r.img_col = table_schema_find(r.schema, o->image_key);
         r.txt_col = table_schema_find(r.schema, o->text_key);
-        if (r.img_col < 0 || r.txt_col < 0)
-            st = clip_fail(err, CLIP_ERR_ARG,
-                           "%s: column '%s' not found (KeyError in DataFlow); set it with %s",
-                           o->input, r.img_col < 0 ? o->image_key : o->text_key,
-                           r.img_col < 0 ? "--image-key" : "--text-key");
+        if (r.img_col < 0)
+            st = missing_column(&r, o->image_key, "--image-key", err);
+        else if (r.txt_col < 0)
+            st = missing_column(&r, o->text_key, "--text-key", err);
     }
+    if (!st) testhook_reached(&r.hook, "scan");
     /* the model, its tokenizer and its image processor: all from one folder */
     clip_model_options mo;
     clip_model_options_init(&mo);
@@ -803,11 +931,8 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
         r.dim = info->embed_dim;
         r.S = info->image_size;
         st = clip_tokenizer_load(info->dir, &r.tok, err);
-        if (!st) st = clip_image_config_load(info->dir, &r.icfg, err);
-        if (!st && (r.icfg.crop_height != r.S || r.icfg.crop_width != r.S))
-            st = clip_fail(err, CLIP_ERR_CONFIG,
-                           "%s: preprocessor crop size %dx%d does not match the model's image size %d",
-                           info->dir, r.icfg.crop_width, r.icfg.crop_height, r.S);
+        if (!st) st = clip_score_image_config(r.model, &r.icfg, err);
+        if (!st) note_device(&r);
     }
     if (!st && !o->per_row) {
         size_t cap = o->cache_entries < 2 * WINDOW_ROWS ? 2 * WINDOW_ROWS : o->cache_entries;
@@ -817,30 +942,48 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
             if (st) cache_free(&r.images);
             else caches_up = 1;
         }
+        r.img_head = malloc(cap * sizeof *r.img_head);
+        r.txt_head = malloc(cap * sizeof *r.txt_head);
+        r.img_next = malloc(WINDOW_ROWS * sizeof *r.img_next);
+        r.txt_next = malloc(WINDOW_ROWS * sizeof *r.txt_next);
+        r.pending = malloc(WINDOW_ROWS);
+        if (!st && (!r.img_head || !r.txt_head || !r.img_next || !r.txt_next || !r.pending))
+            st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; !st && i < cap; i++) r.img_head[i] = r.txt_head[i] = -1;
         int nthreads = o->decode_threads > 0 ? o->decode_threads : clip_num_cores();
-        if (!st) st = pool_start(&r.pool, nthreads, 2 * 4096 + WINDOW_ROWS, &r.icfg, &o->decode, err);
+        if (!st)
+            st = pool_start(&r.pool, nthreads, 2 * CLIP_SCORE_MAX_BATCH + WINDOW_ROWS, &r.icfg,
+                            &o->decode, err);
         if (!st) pool_up = 1;
     }
+    if (!st) prepare_outputs(&r);
     if (!st) st = table_reader_open(o->input, o->in_fmt, r.schema, &o->limits, &ra, err);
     if (!st && !o->per_row) st = table_reader_open(o->input, o->in_fmt, r.schema, &o->limits, &rb, err);
-    table_write_options wo = {o->out_fmt, o->pandas_compat, o->output_key};
+    if (!st) st = failures_open(o->log_failures, o->registry, &r.fails, err);
+    table_write_options wo = {o->out_fmt, o->pandas_compat, o->output_key, o->registry, &r.hook};
     if (!st) st = table_writer_open(o->output, &wo, r.schema, o->in_fmt, &w, err);
-    if (!st) st = o->per_row ? score_per_row(&r, ra, w, err) : score_windows(&r, ra, rb, w, err);
-    progress(&r, stats->rows, 1);
-    if (r.rejects && fclose(r.rejects) != 0 && !st)
-        st = clip_fail(err, CLIP_ERR_IO, "%s: write failed", r.rejects_tmp);
-    r.rejects = NULL;
+    if (!st) {
+        r.prog = progress_start(o->log, o->progress && !o->quiet, table_schema_rows(r.schema));
+        st = o->per_row ? score_per_row(&r, ra, w, err) : score_windows(&r, ra, rb, w, err);
+        progress_stop(r.prog);
+        r.prog = NULL;
+    }
     if (!st) {
         st = table_writer_commit(w, err);
         w = NULL;
     }
-    if (stats->rejected) {
-        snprintf(stats->rejects_path, sizeof stats->rejects_path, "%s.rejects", o->output);
-        if (!st && rename(r.rejects_tmp, stats->rejects_path) != 0)
-            st = clip_fail(err, CLIP_ERR_IO, "%s: cannot rename: %s", stats->rejects_path,
-                           strerror(errno));
-        if (st) remove(r.rejects_tmp);
+    if (!st) st = finish_rejects(&r, err);
+    if (r.fails) {
+        if (!st) {
+            failures_report(r.fails, o->log, r.input, !o->quiet);
+            const char *first = failures_first_image(r.fails, &stats->first_relative);
+            if (first) snprintf(stats->first_failure, sizeof stats->first_failure, "%s", first);
+            st = failures_commit(r.fails, err);
+        } else {
+            failures_abort(r.fails);
+        }
     }
+    outfile_abort(r.rejects);
     if (w) table_writer_abort(w);
     table_reader_close(ra);
     table_reader_close(rb);
@@ -849,11 +992,16 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
         cache_free(&r.images);
         cache_free(&r.texts);
     }
+    free(r.img_head);
+    free(r.txt_head);
+    free(r.img_next);
+    free(r.txt_next);
+    free(r.pending);
     clip_buf_free(&r.text);
     clip_buf_free(&r.path);
     clip_tokenizer_free(r.tok);
     clip_model_free(r.model);
     table_schema_free(r.schema);
-    stats->seconds = clip_now() - r.t0;
+    stats->seconds = clip_now() - t0;
     return st;
 }

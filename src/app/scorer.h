@@ -7,11 +7,19 @@
 #include <stdio.h>
 
 #include "clip.h"
-#include "table_io.h"
+#include "files.h"
+#include "table/table.h"
+
+/* DataFlow's default model (ImageCLIPEvaluator's model_name); every CLI command's default too. */
+#define CLIP_DEFAULT_MODEL "openai/clip-vit-base-patch32"
+/* The largest --batch-size (images per forward call). */
+#define CLIP_SCORE_MAX_BATCH 4096
+/* The default --max-text-bytes: a longer text scores 0.0 with a warning. */
+#define CLIP_SCORE_DEFAULT_MAX_TEXT ((size_t)64 << 20)
 
 typedef struct clip_score_options {
-    const char *input;        /* the table to read */
-    const char *output;       /* the table to write (atomically) */
+    const char *input;        /* the table to read; "-" = standard input (copied first) */
+    const char *output;       /* the table to write: files.h says how ("-" = stdout) */
     table_format in_fmt, out_fmt;
     const char *image_key, *text_key, *output_key;
     const char *image_root;   /* NULL: paths are relative to the current directory */
@@ -19,35 +27,45 @@ typedef struct clip_score_options {
     clip_device device;
     int threads;              /* 0 = all cores */
     int decode_threads;       /* 0 = all cores */
-    int batch_size;           /* images / texts per forward call */
+    int batch_size;           /* images per forward call (texts: 8x) */
     size_t cache_entries;     /* distinct images (and texts) whose embeddings are kept */
-    size_t max_text_bytes;    /* longer texts score 0.0 with a warning; 0 = 64 MiB */
+    size_t max_text_bytes;    /* longer texts score 0.0 with a warning; 0 = the default */
     int per_row;              /* DataFlow's own loop: batch 1, no reuse (for comparison) */
     int pandas_compat, skip_invalid, quiet, progress;
+    const char *log_failures; /* every failed row as JSONL (NULL: none) */
     clip_decode_options decode;
     table_limits limits;
     FILE *log;                /* warnings and progress (stderr) */
-    volatile sig_atomic_t *cancel; /* set by a signal handler: stop, leave no output */
+    volatile sig_atomic_t *cancel; /* polled: when set, stop and leave no output */
+    files_registry *registry; /* temporary files a signal handler removes (may be NULL) */
 } clip_score_options;
 
 typedef struct clip_score_stats {
     size_t rows, scored, image_failed, text_failed, empty_text, rejected;
+    size_t images_read;       /* distinct images that decoded */
     size_t images_encoded, texts_encoded;
     double seconds;
-    char rejects_path[4200]; /* set when rows were rejected */
+    char rejects_path[4200];  /* set when rows were rejected */
+    char first_failure[1024]; /* "PATH: REASON" of the first row whose image failed */
+    int first_relative;       /* ... and PATH is relative */
+    char device[160];         /* what the model ran on, and with how many threads */
+    int cpu;                  /* the model ran on the CPU */
 } clip_score_stats;
 
 void clip_score_options_init(clip_score_options *o);
 
-/* Runs the whole job; the output file appears only when everything succeeded. */
+/* Runs the whole job; the output file appears only when everything succeeded. Rows whose image
+ * or text failed score 0.0 and are counted in stats (the caller decides what that means for its
+ * exit status: the CLI's are in cli.c). */
 clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stats, clip_error *err);
+
+/* The model folder's preprocessor_config.json, refused (CLIP_ERR_CONFIG) when its crop size is
+ * not the model's image size. */
+clip_status clip_score_image_config(const clip_model *m, clip_image_config *cfg, clip_error *err);
 
 /* DataFlow's score of one pair of L2-normalised embeddings: clamp((dot + 1) / 2, 0, 1), the dot
  * taken in float32 like torch, then the rest in double. */
 double clip_pair_score(const float *img, const float *txt, int dim);
 
-/* DataFlow's blank-text rule (`not text or text.strip() == ""`, Python's whitespace set): such
- * a text scores 0.0 without a warning. */
-int clip_score_text_is_blank(const char *s, size_t n);
 
 #endif

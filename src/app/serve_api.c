@@ -4,6 +4,7 @@
  * texts and decode images on this thread -> queue them and wait for the batch workers -> write
  * the JSON answer. Reserving before decoding bounds the memory of decoded inputs by --max-queue,
  * however many clients send at once. */
+#include "pytext.h"
 #include "serve_api.h"
 
 #include <errno.h>
@@ -427,7 +428,7 @@ void sv_api_score(sv_api *a, const char *body, size_t len, sv_reply *r) {
     }
     for (int i = 0; i < n; i++) {
         const sv_input *t = &q.in[2 * i + 1];
-        row[i] = clip_score_text_is_blank(t->s, t->len) ? -2 : -1; /* -2 blank, -1 to do */
+        row[i] = py_blank(t->s, t->len) ? -2 : -1; /* -2 blank, -1 to do */
         if (row[i] == -1) reserved[SV_MOD_TEXT]++, reserved[SV_MOD_IMAGE]++;
     }
     if (!admit(a, reserved, r)) goto done;

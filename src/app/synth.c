@@ -10,15 +10,6 @@
 #include "synth.h"
 #include "util.h"
 
-static uint64_t fnv1a64(const char *s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 static uint64_t splitmix64(uint64_t *state) {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -38,7 +29,7 @@ static void synth_values(const clip_tensor_info *s, uint64_t seed, float *out, i
         out[0] = (float)log(100.0);
         return;
     }
-    uint64_t state = seed ^ fnv1a64(s->name);
+    uint64_t state = seed ^ clip_fnv1a64(s->name, strlen(s->name));
     double lin = s->role == CLIP_TENSOR_LINEAR ? sqrt(3.0 / (double)s->fan_in) : 0.0;
     for (int64_t j = 0; j < count; j++) {
         uint64_t k = splitmix64(&state) >> 40;

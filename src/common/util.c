@@ -242,6 +242,16 @@ int clip_num_cores(void) {
     return n > 0 ? (int)n : 1;
 }
 
+uint64_t clip_fnv1a64(const void *p, size_t n) {
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 double clip_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -52,6 +52,10 @@ void *clip_calloc(size_t n, size_t size, const char *what, clip_error *err);
 /* Number of usable cores (OpenMP's view, else sysconf). */
 int clip_num_cores(void);
 
+/* FNV-1a (64-bit) of n bytes: the hash of the app's string tables and of synth's per-tensor
+ * seeds (golden/SYNTH_WEIGHTS.md fixes it, so it must never change). */
+uint64_t clip_fnv1a64(const void *p, size_t n);
+
 /* Monotonic seconds. */
 double clip_now(void);
 

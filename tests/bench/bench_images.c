@@ -1,7 +1,9 @@
 /* bench_images.c — single-thread speed of the image pipeline: decode, then resize + crop +
  * normalise, for the golden 1024x859 PNG and a JPEG photo. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench.h"
 #include "clip.h"
@@ -58,7 +60,53 @@ static void bench_one(const char *shared, const char *file) {
     free(data);
 }
 
+/* Hostile headers (the sizes of test_image.c's image_errors::huge_declared_sizes) are refused
+ * from the header alone: microseconds, whatever the size they claim. */
+static void bench_hostile(void) {
+    uint8_t bmp[54] = {'B', 'M'};
+    bmp[10] = 54;
+    bmp[14] = 40;
+    uint32_t big = 100000;
+    memcpy(bmp + 18, &big, 4);
+    memcpy(bmp + 22, &big, 4);
+    bmp[26] = 1;
+    bmp[28] = 24;
+    static const uint8_t gif[] = {'G', 'I', 'F', '8', '9', 'a', 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0, 0,
+                                  ',', 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, ';'};
+    static const uint8_t webp[] = {'R', 'I', 'F', 'F', 22, 0, 0, 0, 'W', 'E', 'B', 'P', 'V', 'P',
+                                   '8', 'X', 10, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0x3F, 0, 0xFF, 0x3F, 0};
+    const struct { const char *name; const uint8_t *data; size_t len; } files[] = {
+        {"100000x100000 BMP", bmp, sizeof bmp},
+        {"65535x65535 GIF", gif, sizeof gif},
+        {"16384x16384 WebP", webp, sizeof webp},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        double worst = 0, total = 0;
+        int runs = 0, refused = 1;
+        for (; runs < 200; runs++) {
+            clip_image img;
+            clip_error e = {0};
+            double t0 = bench_now();
+            clip_status st = clip_image_decode_memory(files[i].data, files[i].len, NULL, &img, &e);
+            double dt = bench_now() - t0;
+            if (st != CLIP_ERR_LIMIT) {
+                refused = 0;
+                if (!st) clip_image_free(&img);
+                break;
+            }
+            total += dt;
+            if (dt > worst) worst = dt;
+        }
+        if (refused)
+            printf("images: hostile header %-18s refused in %6.1f us (worst %6.1f us, %d runs)\n",
+                   files[i].name, 1e6 * total / runs, 1e6 * worst, runs);
+        else
+            printf("images: hostile header %s: NOT refused by the limit\n", files[i].name);
+    }
+}
+
 void bench_images(const char *shared) {
+    bench_hostile();
     if (!shared || !*shared) {
         printf("images: skipped (shared data folder not found)\n");
         return;

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "table_io.h"
+#include "table/table.h"
 #include "util.h"
 
 static char g_dir[64]; /* one scratch folder per fuzzing process */
@@ -27,7 +27,7 @@ static void roundtrip(const char *in, table_format fmt) {
         snprintf(out, sizeof out, "%s/out.%s", g_dir, table_format_name(ofmt));
         table_reader *r = NULL;
         table_writer *w = NULL;
-        table_write_options o = {ofmt, mode >= 3, "clip_score"};
+        table_write_options o = {ofmt, mode >= 3, "clip_score", NULL, NULL};
         if (table_reader_open(in, fmt, s, &lim, &r, &e) != CLIP_OK) abort();
         if (table_writer_open(out, &o, s, fmt, &w, &e) != CLIP_OK) abort();
         clip_buf t = {0};

@@ -1,4 +1,4 @@
-/* table_io.h — streaming table reader/writer with the semantics of DataFlow-MM's FileStorage
+/* table.h — streaming table reader/writer with the semantics of DataFlow-MM's FileStorage
  * (pandas 1.5.3 readers and writers), for `clipeval score`.
  *
  * Two passes over the input, both in bounded memory:
@@ -9,7 +9,9 @@
  * The writer produces either the input with only the score changed (default) or exactly what
  * pandas' writer would produce (pandas_compat), through a temp file renamed on commit.
  *
- * Readers reproduced (see table_io.c for the details and the documented departures):
+ * Readers reproduced (internal.h lists the details and the documented departures; one file per
+ * concern in this folder: format.c, numbers.c, source.c, jsonl.c, json_array.c, csv.c,
+ * schema.c (pass 1), pyvalue.c, reader.c (pass 2), pyrepr.c, writer.c):
  *   jsonl  DataFlow-MM's own reader: universal newlines, str.strip(), blank lines skipped,
  *          json.loads per line (NaN/Infinity accepted), pd.DataFrame(records).
  *   json   pd.read_json(path): a top-level array of objects, ujson number decoding, then
@@ -17,16 +19,14 @@
  *   csv    pd.read_csv(path) with the C engine defaults (RFC 4180 quoting, NA strings,
  *          int64 -> uint64 -> float64 -> bool -> object inference, column name mangling).
  */
-#ifndef CLIP_TABLE_IO_H
-#define CLIP_TABLE_IO_H
+#ifndef CLIP_TABLE_H
+#define CLIP_TABLE_H
 
 #include <stddef.h>
 
 #include "clip.h"
 
-/* util.h is not included here: its clip_buf definition sits outside its include guard, so a
- * second inclusion would not compile. */
-struct clip_buf;
+struct clip_buf; /* util.h */
 
 typedef enum table_format { TABLE_JSONL, TABLE_JSON, TABLE_CSV } table_format;
 
@@ -68,6 +68,8 @@ const char *table_dtype_name(table_dtype d); /* "int64", "uint64", "float64", "b
  * Errors that no row can explain (missing file, folder, empty file, a broken JSON array
  * structure, a CSV without a header, a JSONL file without one valid record) always fail. */
 typedef struct table_schema table_schema;
+/* path "-" is standard input, which must then be a regular file (every pass reads it with its
+ * own offset): files_stdin_seekable makes a pipe one. Other paths must be regular files too. */
 clip_status table_scan(const char *path, table_format fmt, const table_limits *lim,
                        int skip_invalid, table_schema **out, clip_error *err);
 size_t table_schema_rows(const table_schema *s);    /* valid data rows */
@@ -77,7 +79,6 @@ size_t table_schema_columns(const table_schema *s);
 const char *table_schema_column(const table_schema *s, int col, size_t *len);
 int table_schema_find(const table_schema *s, const char *column); /* -1 when absent */
 table_dtype table_schema_dtype(const table_schema *s, int col);
-table_format table_schema_format(const table_schema *s);
 void table_schema_free(table_schema *s);
 
 /* ------------------------------------------------------------------ pass 2: rows */
@@ -113,14 +114,19 @@ clip_status table_row_text(const table_row *row, const table_schema *s, int col,
 
 /* ------------------------------------------------------------------ writer */
 
-/* Everything goes to a temporary file created in the target folder (mkstemp) and is renamed
- * over the target only by table_writer_commit (after fflush + fsync of the file, and fsync of
- * the folder), so a killed run leaves either no output or the previous complete one. The
- * target folder is created if missing (FileStorage does os.makedirs). */
+/* The output is written through files.h: a regular file (or a new one, or a symlink's target)
+ * goes to a temporary file next to it that table_writer_commit renames over it after syncing,
+ * so a killed run leaves either no output or the previous complete one; "-" (stdout), a device
+ * or a FIFO is written directly. The target folder is created if missing (FileStorage does
+ * os.makedirs). */
+struct files_registry;
+struct testhook;
 typedef struct table_write_options {
     table_format fmt;      /* output format (may differ from the input's) */
-    int pandas_compat;     /* write exactly as pandas' writer would (see table_io.c) */
+    int pandas_compat;     /* write exactly as pandas' writer would (see internal.h) */
     const char *score_key; /* e.g. "clip_score" */
+    struct files_registry *registry; /* may be NULL: where signal handlers find the temp file */
+    struct testhook *hook;           /* may be NULL: the "row" pause point of testhook.h */
 } table_write_options;
 
 typedef struct table_writer table_writer;

@@ -165,7 +165,8 @@ static int for_each_json_string(FILE *f, const char *what, string_fn fn, void *u
 
 static const char *embed_help =
     "usage: clipeval embed --model DIR|ID INPUT --out OUT.npy [--features]\n"
-    "                      [--device cpu|cuda|auto] [--threads N] [--exif-transpose]\n"
+    "                      [--device cpu|cuda|auto] [--precision fp32|bf16|fp16] [--threads N]\n"
+    "                      [--exif-transpose]\n"
     "INPUT is one of:\n"
     "  --pixel-values A.npy [B.npy ...]  float32 [3,S,S] or [N,3,S,S] preprocessed images\n"
     "  --images A.png [B.jpg ...]        image files, decoded and preprocessed like HF\n"
@@ -180,6 +181,7 @@ typedef struct embed_args {
     int npix, nimages;
     int features, threads, exif;
     clip_device device;
+    clip_precision precision;
 } embed_args;
 
 static int load_pixels(const char **files, int nfiles, int S, float **data, int *count) {
@@ -373,6 +375,10 @@ static int cmd_embed(int argc, char **argv) {
         } else if (!strcmp(o, "--device") && i + 1 < argc) {
             if (!parse_device(argv[++i], &a.device))
                 rc = usage_error("embed", "bad --device '%s' (cpu, cuda or auto)", argv[i]);
+        } else if (!strcmp(o, "--precision") && i + 1 < argc) {
+            clip_error pe;
+            if (clip_precision_parse(argv[++i], &a.precision, &pe))
+                rc = usage_error("embed", "%s", pe.msg);
         } else {
             rc = usage_error("embed", "unknown or incomplete option '%s'", o);
         }
@@ -388,6 +394,7 @@ static int cmd_embed(int argc, char **argv) {
         clip_model_options_init(&mo);
         mo.device = a.device;
         mo.n_threads = a.threads;
+        mo.precision = a.precision;
         if (clip_model_load(a.model, &mo, &m, &e)) rc = die(&e);
     }
     float *out = NULL;
@@ -607,6 +614,8 @@ static const char *score_help =
     "  --image-root DIR     resolve relative image paths against DIR (default: current dir)\n"
     "  --model DIR|ID       model folder or HF model id (default " CLIP_DEFAULT_MODEL ")\n"
     "  --device D           auto|cpu|cuda (default auto: CUDA when built with it and present)\n"
+    "  --precision P        fp32 (default, the oracle), bf16 (CPU with AVX512-BF16, or CUDA),\n"
+    "                       fp16 (CUDA)\n"
     "  --threads N          CPU threads for the model (default: all cores)\n"
     "  --decode-threads N   image decoding threads (default: all cores)\n"
     "  --batch-size N       images per forward call (default 32, at most "
@@ -812,6 +821,9 @@ static int cmd_score(int argc, char **argv) {
             o.log_failures = v;
         } else if (VAL("--device")) {
             if (!parse_device(v, &o.device)) return usage_error("score", "bad --device '%s'", v);
+        } else if (VAL("--precision")) {
+            clip_error pe;
+            if (clip_precision_parse(v, &o.precision, &pe)) return usage_error("score", "%s", pe.msg);
         } else if (VAL("--threads")) {
             if ((o.threads = parse_int(v, 1, 4096)) < 0) return usage_error("score", "bad --threads '%s'", v);
         } else if (VAL("--decode-threads")) {
@@ -908,12 +920,26 @@ static int cmd_score(int argc, char **argv) {
 
 static int cmd_info(int argc, char **argv) {
     const char *model = CLIP_DEFAULT_MODEL;
+    clip_model_options mo;
+    clip_model_options_init(&mo);
     for (int i = 0; i < argc; i++) {
+        clip_error pe;
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            puts("usage: clipeval info [--model DIR|ID]\nPrints where the model was found, its "
-                 "hyper-parameters, and what the CPU side runs on (BLAS, its kernels, threads).");
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            if (!parse_device(argv[++i], &mo.device))
+                return usage_error("info", "bad --device '%s' (cpu, cuda or auto)", argv[i]);
+        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            if (clip_precision_parse(argv[++i], &mo.precision, &pe))
+                return usage_error("info", "%s", pe.msg);
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            if ((mo.n_threads = parse_int(argv[++i], 1, 4096)) < 0)
+                return usage_error("info", "bad --threads '%s'", argv[i]);
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            puts("usage: clipeval info [--model DIR|ID] [--device cpu|cuda|auto] [--precision P] "
+                 "[--threads N]\nPrints where the model was found, its hyper-parameters, the "
+                 "device, precision and matrix kernel it would run with, and what the CPU side "
+                 "runs on (BLAS, its kernels, threads).");
             return 0;
         } else
             return usage_error("info", "unknown option '%s'", argv[i]);
@@ -921,7 +947,7 @@ static int cmd_info(int argc, char **argv) {
     clip_model *m;
     clip_error e = {0};
     double t0 = clip_now();
-    if (clip_model_load(model, NULL, &m, &e)) return die(&e);
+    if (clip_model_load(model, &mo, &m, &e)) return die(&e);
     double dt = clip_now() - t0;
     const clip_model_info *i = clip_model_get_info(m);
     printf("model folder   %s\n", i->dir);
@@ -934,8 +960,9 @@ static int cmd_info(int argc, char **argv) {
     printf("pooling        %s (eos_token_id %d)\n",
            i->eos_token_id == 2 ? "legacy argmax of ids" : "first eos_token_id", i->eos_token_id);
     printf("embedding dim  %d, logit_scale %.7g\n", i->embed_dim, (double)i->logit_scale);
-    printf("device         %s, %s, %d threads\nload time      %.3f s\n", i->device,
-           clip_precision_name(i->precision), i->n_threads, dt);
+    printf("device         %s, %s, %d threads%s%s\nload time      %.3f s\n", i->device,
+           clip_precision_name(i->precision), i->n_threads, *i->cpu_kernel ? ", kernel " : "",
+           i->cpu_kernel, dt);
     clip_runtime_info ri;
     clip_runtime_info_get(&ri);
     char line[512];

@@ -43,6 +43,7 @@ void clip_score_options_init(clip_score_options *o) {
     o->output_key = "clip_score";
     o->model = CLIP_DEFAULT_MODEL;
     o->device = CLIP_DEVICE_AUTO;
+    o->precision = CLIP_PRECISION_FP32;
     o->batch_size = 32;
     o->cache_entries = 65536;
     o->progress = 1;
@@ -925,6 +926,7 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
     clip_model_options_init(&mo);
     mo.device = o->device;
     mo.n_threads = o->threads;
+    mo.precision = o->precision;
     if (!st) st = clip_model_load(o->model, &mo, &r.model, err);
     if (!st) {
         const clip_model_info *info = clip_model_get_info(r.model);

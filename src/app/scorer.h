@@ -25,6 +25,7 @@ typedef struct clip_score_options {
     const char *image_root;   /* NULL: paths are relative to the current directory */
     const char *model;        /* folder or HF model id */
     clip_device device;
+    clip_precision precision; /* fp32 (default), bf16, fp16 */
     int threads;              /* 0 = all cores */
     int decode_threads;       /* 0 = all cores */
     int batch_size;           /* images per forward call (texts: 8x) */

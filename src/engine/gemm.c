@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -128,6 +129,24 @@ void gemm_pack_a_f32(const float *x, size_t ldx, int mr, int k0, int kc, void *A
 
 /* ------------------------------------------------------------------ packing weights */
 
+/* Packed weights are hundreds of MiB written once: on 2 MiB-aligned memory the kernel can back
+ * them with huge pages (MADV_HUGEPAGE), 512x fewer page faults at load and fewer TLB misses in
+ * the kernels. Plain malloc elsewhere. */
+static void *alloc_panels(size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (bytes >= ((size_t)2 << 20)) {
+        size_t huge = (size_t)2 << 20, rounded = (bytes + huge - 1) / huge * huge;
+        void *p = NULL;
+        if (posix_memalign(&p, huge, rounded) == 0) {
+            (void)madvise(p, rounded, MADV_HUGEPAGE);
+            return p;
+        }
+        return NULL;
+    }
+#endif
+    return malloc(bytes);
+}
+
 /* Round to nearest even, as the hardware conversion does; NaN stays NaN. */
 static uint16_t f32_to_bf16(float f) {
     uint32_t u;
@@ -190,30 +209,50 @@ clip_status gemm_pack(gemm_kernel kernel, int nparts, const float *const *w,
         gemm_free(g);
         return clip_fail(err, CLIP_ERR_LIMIT, "gemm_pack: %d x %d weights are too large", out, in);
     }
-    g->packed = malloc(total);
+    g->packed = alloc_panels(total);
     if (!g->packed) {
         gemm_free(g);
         return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate %zu MiB of packed weights",
                          total >> 20);
     }
-    /* Row j of the product comes from part p, row j - start(p). */
-    for (size_t pn = 0; pn < panels; pn++) {
+    /* Row j of the product comes from part p, row j - start(p). Panels are independent: packed
+     * in parallel, each as a blocked transpose (KB columns of NR rows at a time) so that both
+     * the rows read and the panel written stay in cache. */
+    long long npanels = (long long)panels;
+#pragma omp parallel for schedule(dynamic, 4) if (npanels > 8)
+    for (long long pn = 0; pn < npanels; pn++) {
+        const float *rows[64]; /* NR <= 64 */
         for (int jj = 0; jj < NR; jj++) {
             int j = (int)pn * NR + jj;
-            const float *row = NULL;
-            for (int p = 0, o = 0; p < nparts && !row; o += outs[p], p++)
-                if (j < o + outs[p]) row = w[p] + (size_t)(j - o) * in;
-            if (isa->k_pairs) {
-                uint32_t *P = (uint32_t *)g->packed + pn * g->panel_stride + jj;
-                for (size_t kp = 0; kp < krows; kp++) {
-                    size_t k = 2 * kp;
-                    uint16_t lo = row ? f32_to_bf16(row[k]) : 0;
-                    uint16_t hi = row && k + 1 < (size_t)in ? f32_to_bf16(row[k + 1]) : 0;
-                    P[kp * NR] = (uint32_t)lo | ((uint32_t)hi << 16);
+            rows[jj] = NULL;
+            for (int p = 0, o = 0; p < nparts && !rows[jj]; o += outs[p], p++)
+                if (j < o + outs[p]) rows[jj] = w[p] + (size_t)(j - o) * in;
+        }
+        enum { KB = 16 };
+        if (isa->k_pairs) {
+            uint32_t *P = (uint32_t *)g->packed + (size_t)pn * g->panel_stride;
+            for (size_t kp0 = 0; kp0 < krows; kp0 += KB)
+                for (int jj = 0; jj < NR; jj++) {
+                    const float *row = rows[jj];
+                    for (size_t kp = kp0; kp < kp0 + KB && kp < krows; kp++) {
+                        size_t k = 2 * kp;
+                        uint16_t lo = row ? f32_to_bf16(row[k]) : 0;
+                        uint16_t hi = row && k + 1 < (size_t)in ? f32_to_bf16(row[k + 1]) : 0;
+                        P[kp * NR + jj] = (uint32_t)lo | ((uint32_t)hi << 16);
+                    }
                 }
-            } else {
-                float *P = (float *)g->packed + pn * g->panel_stride + jj;
-                for (size_t k = 0; k < krows; k++) P[k * NR] = row ? row[k] : 0.0f;
+        } else {
+            float *P = (float *)g->packed + (size_t)pn * g->panel_stride;
+            for (int jj = 0; jj < NR; jj++)
+                if (!rows[jj]) /* past the last output: zero columns */
+                    for (size_t k = 0; k < krows; k++) P[k * NR + jj] = 0.0f;
+            for (size_t k0 = 0; k0 < krows; k0 += KB) {
+                size_t k1 = k0 + KB < krows ? k0 + KB : krows;
+                for (int jj = 0; jj < NR; jj++) {
+                    const float *row = rows[jj];
+                    if (!row) continue;
+                    for (size_t k = k0; k < k1; k++) P[k * NR + jj] = row[k];
+                }
             }
         }
     }

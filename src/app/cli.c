@@ -45,17 +45,7 @@ static int parse_int(const char *s, int min, int max) {
     return (int)v;
 }
 
-static int parse_device(const char *s, clip_device *d) {
-    if (!strcmp(s, "cpu"))
-        *d = CLIP_DEVICE_CPU;
-    else if (!strcmp(s, "cuda"))
-        *d = CLIP_DEVICE_CUDA;
-    else if (!strcmp(s, "auto"))
-        *d = CLIP_DEVICE_AUTO;
-    else
-        return 0;
-    return 1;
-}
+static int parse_device(const char *s, clip_device *d) { return clip_device_parse(s, d, NULL) == CLIP_OK; }
 
 /* ------------------------------------------------------------------ synth */
 

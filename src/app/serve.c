@@ -163,13 +163,7 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         } else if (VAL("--test-hold-fifo")) {
             a->hold_fifo = v;
         } else if (VAL("--device")) {
-            if (!strcmp(v, "cpu"))
-                a->device = CLIP_DEVICE_CPU;
-            else if (!strcmp(v, "cuda"))
-                a->device = CLIP_DEVICE_CUDA;
-            else if (!strcmp(v, "auto"))
-                a->device = CLIP_DEVICE_AUTO;
-            else
+            if (clip_device_parse(v, &a->device, NULL))
                 return usage("bad --device '%s' (cpu, cuda or auto)", v);
         } else if (VAL("--precision")) {
             clip_error e = {0};

@@ -570,13 +570,7 @@ static int parse_args(int argc, char **argv, trace_args *a) {
             if ((a->threads = parse_index(v)) < 1 || a->threads > 4096)
                 return usage("bad --threads '%s'", v);
         } else if (VAL("--device")) {
-            if (!strcmp(v, "cpu"))
-                a->device = CLIP_DEVICE_CPU;
-            else if (!strcmp(v, "cuda"))
-                a->device = CLIP_DEVICE_CUDA;
-            else if (!strcmp(v, "auto"))
-                a->device = CLIP_DEVICE_AUTO;
-            else
+            if (clip_device_parse(v, &a->device, NULL))
                 return usage("bad --device '%s' (cpu, cuda or auto)", v);
         } else if (VAL("--precision")) {
             clip_error e = {0};

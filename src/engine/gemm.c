@@ -147,8 +147,7 @@ static void *alloc_panels(size_t bytes) {
     return malloc(bytes);
 }
 
-/* Round to nearest even, as the hardware conversion does; NaN stays NaN. */
-static uint16_t f32_to_bf16(float f) {
+uint16_t gemm_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu)) return (uint16_t)((u >> 16) | 0x40);
@@ -236,8 +235,8 @@ clip_status gemm_pack(gemm_kernel kernel, int nparts, const float *const *w,
                     const float *row = rows[jj];
                     for (size_t kp = kp0; kp < kp0 + KB && kp < krows; kp++) {
                         size_t k = 2 * kp;
-                        uint16_t lo = row ? f32_to_bf16(row[k]) : 0;
-                        uint16_t hi = row && k + 1 < (size_t)in ? f32_to_bf16(row[k + 1]) : 0;
+                        uint16_t lo = row ? gemm_f32_to_bf16(row[k]) : 0;
+                        uint16_t hi = row && k + 1 < (size_t)in ? gemm_f32_to_bf16(row[k + 1]) : 0;
                         P[kp * NR + jj] = (uint32_t)lo | ((uint32_t)hi << 16);
                     }
                 }

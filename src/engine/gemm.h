@@ -90,6 +90,10 @@ typedef struct gemm_isa {
     void (*pack_a)(const float *x, size_t ldx, int mr, int k0, int kc, void *A, int MR);
 } gemm_isa;
 
+/* fp32 -> bf16, round to nearest even (what VCVTNEPS2BF16 does); NaN stays a quiet NaN. Weights
+ * and activations are rounded by this one function. */
+uint16_t gemm_f32_to_bf16(float f);
+
 const gemm_isa *gemm_isa_portable(void);
 const gemm_isa *gemm_isa_avx2(void);   /* NULL when not compiled for x86-64 */
 const gemm_isa *gemm_isa_avx512(void);

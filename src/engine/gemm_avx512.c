@@ -9,26 +9,12 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
-#define T512 __attribute__((target("avx512f")))
+#include "gemm_avx512.h"
+
 #define MR 12
 #define NR 32
 
 void gemm_pack_a_f32(const float *x, size_t ldx, int mr, int k0, int kc, void *A, int MR_);
-
-/* C row (+)= acc0|acc1, then + bias; only the first nr columns are touched. */
-T512 static inline void store_row(float *c, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1,
-                                  int first, const float *bias) {
-    if (!first) {
-        v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
-        v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
-    }
-    if (bias) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, bias));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, bias + 16));
-    }
-    _mm512_mask_storeu_ps(c, m0, v0);
-    _mm512_mask_storeu_ps(c + 16, m1, v1);
-}
 
 /* R rows: R is a constant in each instance, so the accumulators live in registers. */
 #define MICRO512(R)                                                                                \
@@ -51,7 +37,7 @@ T512 static inline void store_row(float *c, __m512 v0, __m512 v1, __mmask16 m0, 
             }                                                                                      \
         }                                                                                          \
         _Pragma("GCC unroll 12") for (int i = 0; i < R; i++)                                       \
-            store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, first, bias);                     \
+            gemm512_store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, first, bias);                     \
     }
 
 MICRO512(12)
@@ -63,8 +49,8 @@ MICRO512(1)
 T512 static void micro(int kc, const void *Av, int as, const void *Bv, float *C, size_t ldc,
                        int mr, int nr, int first, const float *bias) {
     const float *A = Av, *B = Bv;
-    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
-    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    __mmask16 m0, m1;
+    gemm512_masks(nr, &m0, &m1);
     /* rows in pieces of 12/8/4/2/1: every piece computes its rows the same way */
     int r = 0;
     for (; mr - r >= 12; r += 12) micro_12(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias);

@@ -6,25 +6,15 @@
  * the residual stream and the final normalisation stay fp32 (backend_cpu.c). */
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "gemm.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+#include "gemm_avx512.h"
 
 #define TBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 #define MR 12
 #define NR 32
-
-/* Round to nearest even (what VCVTNEPS2BF16 does); NaN stays a quiet NaN. */
-static uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu)) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7FFFu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
 
 /* A[kp][i] = (bf16 x[i][k0+2kp]) | (bf16 x[i][k0+2kp+1]) << 16; zeros past mr rows / kc. */
 static void pack_a_bf16(const float *x, size_t ldx, int mr, int k0, int kc, void *Av, int mr_max) {
@@ -36,26 +26,12 @@ static void pack_a_bf16(const float *x, size_t ldx, int mr, int k0, int kc, void
             uint32_t v = 0;
             if (i < mr) {
                 int k = 2 * kp;
-                v = to_bf16(xr[k]);
-                if (k + 1 < kc) v |= (uint32_t)to_bf16(xr[k + 1]) << 16;
+                v = gemm_f32_to_bf16(xr[k]);
+                if (k + 1 < kc) v |= (uint32_t)gemm_f32_to_bf16(xr[k + 1]) << 16;
             }
             A[(size_t)kp * mr_max + i] = v;
         }
     }
-}
-
-TBF16 static inline void store_row(float *c, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1,
-                                   int first, const float *bias) {
-    if (!first) {
-        v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
-        v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
-    }
-    if (bias) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, bias));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, bias + 16));
-    }
-    _mm512_mask_storeu_ps(c, m0, v0);
-    _mm512_mask_storeu_ps(c + 16, m1, v1);
 }
 
 #define MICROBF(R)                                                                                 \
@@ -78,7 +54,7 @@ TBF16 static inline void store_row(float *c, __m512 v0, __m512 v1, __mmask16 m0,
             }                                                                                      \
         }                                                                                          \
         _Pragma("GCC unroll 12") for (int i = 0; i < R; i++)                                       \
-            store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, first, bias);                     \
+            gemm512_store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, first, bias);                     \
     }
 
 MICROBF(12)
@@ -91,8 +67,8 @@ TBF16 static void micro(int kc, const void *Av, int as, const void *Bv, float *C
                         int mr, int nr, int first, const float *bias) {
     const uint32_t *A = Av, *B = Bv;
     int kp_n = (kc + 1) / 2;
-    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
-    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    __mmask16 m0, m1;
+    gemm512_masks(nr, &m0, &m1);
     int r = 0;
     for (; mr - r >= 12; r += 12) micro_12(kp_n, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias);
     if (mr - r >= 8) { micro_8(kp_n, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 8; }

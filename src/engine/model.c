@@ -18,6 +18,20 @@ void clip_model_options_init(clip_model_options *opt) {
     opt->cpu_kernel = CLIP_CPU_KERNEL_AUTO;
 }
 
+clip_status clip_device_parse(const char *name, clip_device *out, clip_error *err) {
+    static const struct {
+        const char *name;
+        clip_device dev;
+    } all[] = {{"cpu", CLIP_DEVICE_CPU}, {"cuda", CLIP_DEVICE_CUDA}, {"auto", CLIP_DEVICE_AUTO}};
+    for (size_t i = 0; name && i < sizeof all / sizeof all[0]; i++)
+        if (!strcmp(name, all[i].name)) {
+            *out = all[i].dev;
+            return CLIP_OK;
+        }
+    return clip_fail(err, CLIP_ERR_ARG, "bad device '%.64s' (cpu, cuda or auto)",
+                     name ? name : "(null)");
+}
+
 const char *clip_precision_name(clip_precision p) {
     switch (p) {
     case CLIP_PRECISION_FP32: return "fp32";

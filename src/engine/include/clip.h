@@ -64,6 +64,9 @@ typedef enum clip_device {
     CLIP_DEVICE_AUTO = 2 /* CUDA when built with it and a GPU is usable, else CPU */
 } clip_device;
 
+/* "cpu", "cuda", "auto" -> the device; CLIP_ERR_ARG naming the accepted values otherwise. */
+CLIP_API clip_status clip_device_parse(const char *name, clip_device *out, clip_error *err);
+
 /* Arithmetic of the forward pass. FP32 is the oracle (the default): every golden tolerance holds.
  * BF16/FP16 store the weights in 16 bits and multiply them with fp32 accumulation; LayerNorm,
  * softmax, the residual stream and the final normalisation stay fp32. */

@@ -6,6 +6,7 @@
 #   make test       Criterion suite against ../shared/golden (installs Debian packages if missing)
 #   make demo       score the DataFlow example with `clipeval score`
 #   make bench      speed figures (model, tokenizer, image pipeline, scorer)
+#   make bench-peers clipeval fp32 / bf16 next to ONNX Runtime fp32 (tests/bench/peers.sh)
 #   make asan       the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the thread test under ThreadSanitizer
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
@@ -79,7 +80,7 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test asan tsan bench demo fuzz deps clean print-shared install check-install
+.PHONY: all test asan tsan bench bench-peers demo fuzz deps clean print-shared install check-install
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -130,9 +131,13 @@ $(BUILD)/clipeval: $(CLI_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 $(BUILD)/test_clip: $(TEST_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ -lcriterion $(LDLIBS_ALL)
 
-BENCH_SRC := $(wildcard tests/bench/*.c)
+# peers.c is its own program (bench_peers, for make bench-peers); bench_util.c goes into both.
+BENCH_SRC := $(filter-out tests/bench/peers.c,$(wildcard tests/bench/*.c))
 BENCH_OBJ := $(patsubst tests/bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRC))
 $(BUILD)/bench_clip: $(BENCH_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/bench_peers: $(BUILD)/obj/bench/peers.o $(BUILD)/obj/bench/bench_util.o $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/obj/bench/%.o: tests/bench/%.c
@@ -155,7 +160,8 @@ TEST_ENV = CLIPEVAL_SHARED=$(abspath $(SHARED)) CLIPEVAL_BUILD=$(abspath $(BUILD
 CRITERION_ARGS ?= --jobs 2
 
 test: deps
-	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so
+	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so \
+	  $(BUILD)/bench_peers
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) OMP_NUM_THREADS=1 $(BUILD)/test_clip $(CRITERION_ARGS)
 
@@ -163,7 +169,8 @@ test: deps
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/test_clip $(BUILD)/asan/clipeval
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/test_clip $(BUILD)/asan/clipeval \
+	  $(BUILD)/asan/bench_peers $(BUILD)/asan/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) CLIPEVAL_BUILD=$(abspath $(BUILD)/asan) OMP_NUM_THREADS=1 \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -185,6 +192,16 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench_clip $(BUILD)/clipeval
 	@$(MAKE) --no-print-directory $(SYNTH_B32)
 	$(TEST_ENV) $(BUILD)/bench_clip
+
+# clipeval fp32, clipeval bf16 and ONNX Runtime fp32 side by side, in interleaved rounds. Not part
+# of make test: it apt-installs python3-onnx and downloads the onnxruntime-node npm package into
+# build/peers/node (README, Benchmarks).
+bench-peers: deps
+	@test -n "$(SHARED)" || { echo "shared data not found: set CLIPEVAL_SHARED"; exit 1; }
+	@$(MAKE) --no-print-directory $(BUILD)/bench_peers $(BUILD)/clipeval
+	@$(MAKE) --no-print-directory $(SYNTH_B32)
+	CLIPEVAL_SHARED=$(abspath $(SHARED)) CLIPEVAL_BUILD=$(abspath $(BUILD)) \
+	  bash tests/bench/peers.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/clipeval

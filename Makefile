@@ -9,6 +9,7 @@
 #   make demo       score the DataFlow example with `clipeval score`
 #   make bench      speed figures (model, tokenizer, image pipeline, scorer, then bench-serve)
 #   make bench-serve  `clipeval serve` under load: requests/s, p50/p99, vs offline embed
+#   make bench-peers clipeval fp32 / bf16 next to ONNX Runtime fp32 (tests/bench/peers.sh)
 #   make asan       the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the thread test under ThreadSanitizer
 #   make fuzz       libFuzzer targets (clang) in build/fuzz/
@@ -89,8 +90,8 @@ SHARED  ?= $(firstword $(CLIPEVAL_SHARED) $(wildcard ../shared) $(wildcard /work
 SYNTH_B32 := $(BUILD)/models/vitb32-synth/model.safetensors
 
 .DEFAULT_GOAL := all
-.PHONY: all test test-process asan tsan bench bench-serve demo fuzz deps clean print-shared \
-        install check-install python-test python-test-run python-install bench-python
+.PHONY: all test test-process asan tsan bench bench-serve bench-peers demo fuzz deps clean \
+        print-shared install check-install python-test python-test-run python-install bench-python
 print-shared:
 	@echo $(abspath $(SHARED))
 all: $(BUILD)/clipeval $(BUILD)/libclip.a $(BUILD)/libclip.so
@@ -141,9 +142,13 @@ $(BUILD)/clipeval: $(CLI_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 $(BUILD)/test_clip: $(TEST_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ -lcriterion $(LDLIBS_ALL)
 
-BENCH_SRC := $(wildcard tests/bench/*.c)
+# peers.c is its own program (bench_peers, for make bench-peers); bench_util.c goes into both.
+BENCH_SRC := $(filter-out tests/bench/peers.c,$(wildcard tests/bench/*.c))
 BENCH_OBJ := $(patsubst tests/bench/%.c,$(BUILD)/obj/bench/%.o,$(BENCH_SRC))
 $(BUILD)/bench_clip: $(BENCH_OBJ) $(BUILD)/libclipapp.a $(BUILD)/libclip.a
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/bench_peers: $(BUILD)/obj/bench/peers.o $(BUILD)/obj/bench/bench_util.o $(BUILD)/libclip.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/obj/bench/%.o: tests/bench/%.c
@@ -168,7 +173,8 @@ CRITERION_ARGS ?= --jobs 2
 PYTHON ?= /usr/bin/python3
 
 test: deps
-	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so
+	@$(MAKE) --no-print-directory $(BUILD)/test_clip $(BUILD)/clipeval $(BUILD)/libclip.so \
+	  $(BUILD)/bench_peers
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) OMP_NUM_THREADS=1 $(BUILD)/test_clip $(CRITERION_ARGS)
 	$(TEST_ENV) $(PYTHON) tests/serve/test_serve.py
@@ -202,7 +208,8 @@ test-process:
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/test_clip $(BUILD)/asan/clipeval
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/test_clip $(BUILD)/asan/clipeval \
+	  $(BUILD)/asan/bench_peers $(BUILD)/asan/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) CLIPEVAL_BUILD=$(abspath $(BUILD)/asan) OMP_NUM_THREADS=1 \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -243,6 +250,16 @@ bench-serve: deps
 	@if [ "$(BENCH_SERVE_MODEL)" = "$(BUILD)/models/vitb32-synth" ]; then \
 	  $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) $(BUILD)/bench_serve --model $(BENCH_SERVE_MODEL) $(BENCH_SERVE_ARGS)
+
+# clipeval fp32, clipeval bf16 and ONNX Runtime fp32 side by side, in interleaved rounds. Not part
+# of make test: it apt-installs python3-onnx and downloads the onnxruntime-node npm package into
+# build/peers/node (README, Benchmarks).
+bench-peers: deps
+	@test -n "$(SHARED)" || { echo "shared data not found: set CLIPEVAL_SHARED"; exit 1; }
+	@$(MAKE) --no-print-directory $(BUILD)/bench_peers $(BUILD)/clipeval
+	@$(MAKE) --no-print-directory $(SYNTH_B32)
+	CLIPEVAL_SHARED=$(abspath $(SHARED)) CLIPEVAL_BUILD=$(abspath $(BUILD)) \
+	  bash tests/bench/peers.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/clipeval

@@ -23,6 +23,7 @@
 #endif
 
 #include "backend.h"
+#include "cpu.h"
 #include "forward.h"
 #include "gemm.h"
 #include "util.h"
@@ -51,9 +52,13 @@ typedef struct cpu_state {
     fwd_tower vision, text;
 } cpu_state;
 
+struct att_scratch;
+
 /* The backend context of one encode call. */
 typedef struct cpu_be {
     int nt; /* threads */
+    void (*attend)(const float *, size_t, int, int, int, int, int, float, int, float *, float *,
+                   struct att_scratch *);
 } cpu_be;
 
 /* ------------------------------------------------------------------ element-wise operations */
@@ -61,6 +66,7 @@ typedef struct cpu_be {
 static clip_status op_linear(void *be, const fwd_linear *w, const float *x, int rows, float *y,
                              size_t ldy, clip_error *err) {
     const cpu_be *b = be;
+    (void)b; /* only the OpenMP pragmas read it */
     return gemm_run((const gemm_weights *)w->impl, x, rows, (size_t)w->in, y, ldy, b->nt, err);
 }
 
@@ -68,6 +74,7 @@ static clip_status op_layernorm(void *be, const float *x, float *y, int rows, in
                                 double eps, clip_error *err) {
     (void)err;
     const cpu_be *b = be;
+    (void)b; /* only the OpenMP pragmas read it */
 #pragma omp parallel for schedule(static) num_threads(b->nt) if (rows > 1)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * d;
@@ -129,6 +136,7 @@ static inline float exp_f32(float x) {
 static clip_status op_activation(void *be, float *x, size_t n, clip_act act, clip_error *err) {
     (void)err;
     const cpu_be *b = be;
+    (void)b; /* only the OpenMP pragmas read it */
     long long blocks = (long long)((n + EW_BLOCK - 1) / EW_BLOCK);
 #pragma omp parallel for schedule(static) num_threads(b->nt) if (blocks > 1)
     for (long long blk = 0; blk < blocks; blk++) {
@@ -162,6 +170,7 @@ static clip_status op_activation(void *be, float *x, size_t n, clip_act act, cli
 static clip_status op_residual(void *be, float *h, const float *y, size_t n, clip_error *err) {
     (void)err;
     const cpu_be *b = be;
+    (void)b; /* only the OpenMP pragmas read it */
     long long blocks = (long long)((n + EW_BLOCK - 1) / EW_BLOCK);
 #pragma omp parallel for schedule(static) num_threads(b->nt) if (blocks > 1)
     for (long long blk = 0; blk < blocks; blk++) {
@@ -186,16 +195,13 @@ typedef struct att_scratch {
 /* One (sequence, head): ctx[i] = sum_j p_ij v_j, p_i = softmax_j(fl(q_i * scale) . k_j) over the
  * visible keys. Every score is one chain over c in order, every context value one chain over j
  * in order, whatever L: a row's result depends only on the rows it attends to. */
-/* The loops below vectorise across keys and across context columns; on x86-64 they are built
- * for AVX-512, AVX2 and the baseline, picked at load (ifunc). Every lane runs the same
- * multiply-then-add chain (no contraction), so all three give the same bits. */
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define ATT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
 #else
-#define ATT_CLONES
+#define ALWAYS_INLINE inline
 #endif
 
-ATT_CLONES static void attend(const float *qkv, size_t ld, int row0, int L, int d, int h, int dh, float scale,
+static ALWAYS_INLINE void attend(const float *qkv, size_t ld, int row0, int L, int d, int h, int dh, float scale,
                    int causal, float *att, float *probs, att_scratch *w) {
     const float *Q = qkv + (size_t)row0 * ld + (size_t)h * dh;
     const float *K = Q + d, *V = Q + 2 * (size_t)d;
@@ -251,9 +257,43 @@ ATT_CLONES static void attend(const float *qkv, size_t ld, int row0, int L, int 
     }
 }
 
+/* attend()'s loops vectorise across keys and across context columns. On x86-64 they are also
+ * built for AVX-512 and AVX2 (the body inlined into each wrapper) and picked by CPUID; every
+ * lane runs the same multiply-then-add chain (no contraction), so the three give the same bits.
+ * A plain call rather than an ifunc: ifunc resolvers run before sanitizer runtimes start. */
+typedef void (*attend_fn)(const float *, size_t, int, int, int, int, int, float, int, float *,
+                          float *, att_scratch *);
+static void attend_base(const float *qkv, size_t ld, int row0, int L, int d, int h, int dh,
+                        float scale, int causal, float *att, float *probs, att_scratch *w) {
+    attend(qkv, ld, row0, L, d, h, dh, scale, causal, att, probs, w);
+}
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx512f"))) static void attend_avx512(
+    const float *qkv, size_t ld, int row0, int L, int d, int h, int dh, float scale, int causal,
+    float *att, float *probs, att_scratch *w) {
+    attend(qkv, ld, row0, L, d, h, dh, scale, causal, att, probs, w);
+}
+__attribute__((target("avx2"))) static void attend_avx2(const float *qkv, size_t ld, int row0,
+                                                        int L, int d, int h, int dh, float scale,
+                                                        int causal, float *att, float *probs,
+                                                        att_scratch *w) {
+    attend(qkv, ld, row0, L, d, h, dh, scale, causal, att, probs, w);
+}
+#endif
+
+static attend_fn attend_for_cpu(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    clip_cpu_features f = clip_cpu_detect();
+    if (f.avx512f) return attend_avx512;
+    if (f.avx2) return attend_avx2;
+#endif
+    return attend_base;
+}
+
 static clip_status op_attention(void *be, const fwd_seqs *s, const float *qkv, int d, int heads,
                                 int causal, float *att, float *probs, clip_error *err) {
     const cpu_be *b = be;
+    (void)b; /* only the OpenMP pragmas read it */
     int dh = d / heads, pairs = s->n * heads, nt = b->nt < pairs ? b->nt : pairs;
     int Lp = (s->max_len + ATT_LANES - 1) / ATT_LANES * ATT_LANES;
     float scale = (float)(1.0 / sqrt((double)dh));
@@ -270,8 +310,8 @@ static clip_status op_attention(void *be, const fwd_seqs *s, const float *qkv, i
         att_scratch w = {m, m + dh, m + dh + (size_t)dh * Lp, NULL};
         w.ex = (double *)(void *)(w.sc + Lp + (Lp & 1)); /* 8-byte aligned: Lp is even */
         int si = pi / heads, h = pi % heads;
-        attend(qkv, 3 * (size_t)d, s->row0[si], s->len[si], d, h, dh, scale, causal, att, probs,
-               &w);
+        b->attend(qkv, 3 * (size_t)d, s->row0[si], s->len[si], d, h, dh, scale, causal, att,
+                  probs, &w);
     }
     free(mem);
     return CLIP_OK;
@@ -283,6 +323,7 @@ static clip_status op_im2col(void *be, const float *pixels, int n, int C, int S,
                              float *cols, clip_error *err) {
     (void)err;
     const cpu_be *b = be;
+    (void)b; /* only the OpenMP pragmas read it */
     int g = S / P, np = g * g;
     size_t K = (size_t)C * P * P;
     long long npatch = (long long)n * np;
@@ -591,7 +632,7 @@ clip_status clip_cpu_encode_images(const clip_model *m, const float *pixels, int
                                    const clip_encode_options *opt, float *out, clip_error *err) {
     cpu_state *s = m->cpu;
     const clip_config *c = &m->cfg;
-    cpu_be be = {s->nthreads};
+    cpu_be be = {s->nthreads, attend_for_cpu()};
     int S = c->image_size, P = c->patch_size, G = S / P, Np = G * G, T = Np + 1;
     int D = c->vision.width, E = c->embed_dim, Kp = c->num_channels * P * P;
     size_t pix = (size_t)c->num_channels * S * S;
@@ -623,7 +664,7 @@ clip_status clip_cpu_encode_texts(const clip_model *m, const int32_t *ids, int n
                                   clip_error *err) {
     cpu_state *s = m->cpu;
     const clip_config *c = &m->cfg;
-    cpu_be be = {s->nthreads};
+    cpu_be be = {s->nthreads, attend_for_cpu()};
     int D = c->text.width, E = c->embed_dim;
     int tracing = opt && opt->trace;
     int *tab = malloc(sizeof(int) * 3 * TEXT_CHUNK);

@@ -279,10 +279,11 @@ Test(filter_threshold, row_exactly_at_the_threshold_is_kept) {
     tu_rmtree(f.tmp);
 }
 
-/* Upstream ImageClipFilter crashes on a NaN caption (.strip() of a float) and on any non-string
- * caption but None; here a missing caption (NaN, null, absent) is an empty text: 0.0 with a
- * warning, kept only when the threshold is <= 0 (as upstream keeps a 0.0 there); other values
- * are str()'d as ImageCLIPEvaluator does. */
+/* Upstream ImageClipFilter tests `not text or text.strip() == ""` on the raw caption: falsy
+ * values (None, 0, False, [], 0.0) are empty text with a warning, and it crashes on a NaN
+ * (.strip() of a float) and on any other non-string. Here a missing caption (NaN, null,
+ * absent) is an empty text too: 0.0 with a warning, kept only when the threshold is <= 0 (as
+ * upstream keeps a 0.0 there); other values are str()'d as ImageCLIPEvaluator does. */
 Test(filter_threshold, missing_and_odd_captions) {
     fixture f;
     setup(&f);
@@ -290,24 +291,31 @@ Test(filter_threshold, missing_and_odd_captions) {
         "{\"image\":\"a.png\",\"caption\":NaN}\n{\"image\":\"a.png\",\"caption\":null}\n"
         "{\"image\":\"a.png\"}\n{\"image\":\"a.png\",\"caption\":\" \\t\"}\n"
         "{\"image\":\"a.png\",\"caption\":5}\n{\"image\":\"a.png\",\"caption\":\"5\"}\n"
-        "{\"image\":\"nope.png\",\"caption\":null}\n");
+        "{\"image\":\"nope.png\",\"caption\":null}\n"
+        "{\"image\":\"a.png\",\"caption\":0}\n{\"image\":\"a.png\",\"caption\":false}\n"
+        "{\"image\":\"a.png\",\"caption\":[]}\n{\"image\":\"a.png\",\"caption\":0.0}\n"
+        "{\"image\":\"a.png\",\"caption\":[0]}\n{\"image\":\"a.png\",\"caption\":true}\n");
     char *log;
     cr_assert_eq(run_filter(&f, "--mode threshold --threshold 0 --input in.jsonl --output o.jsonl "
                                 "--scores-out s.jsonl --log-failures f.jsonl", &log), 0, "%s", log);
     cr_expect(strstr(log, "in.jsonl:1: text is missing (null or NaN) (similarity 0.0 on 3 rows"),
               "%s", log);
-    cr_expect(strstr(log, "in.jsonl:4: empty text (similarity 0.0)"), "%s", log);
+    cr_expect(strstr(log, "in.jsonl:4: empty text (similarity 0.0 on 5 rows"), "%s", log);
     cr_expect(strstr(log, "nope.png"), "%s", log); /* the image decides first */
-    cr_expect(strstr(log, "4 empty text"), "%s", log);
-    srow s[7];
-    cr_assert_eq(read_scores(&f, "s.jsonl", s, 7), 7);
-    for (int i = 0; i < 4; i++) cr_expect(s[i].sim == 0.0 && !strcmp(s[i].status, "empty_text"));
+    cr_expect(strstr(log, "8 empty text"), "%s", log);
+    srow s[13];
+    cr_assert_eq(read_scores(&f, "s.jsonl", s, 13), 13);
+    static const int empty[] = {0, 1, 2, 3, 7, 8, 9, 10};
+    for (int i = 0; i < 8; i++)
+        cr_expect(s[empty[i]].sim == 0.0 && !strcmp(s[empty[i]].status, "empty_text"), "row %d",
+                  empty[i]);
     cr_expect_str_eq(s[4].status, "scored");
     cr_expect(s[4].sim == s[5].sim, "5 and \"5\" differ: %.17g %.17g", s[4].sim, s[5].sim);
     cr_expect_str_eq(s[6].status, "image_failed");
+    cr_expect(!strcmp(s[11].status, "scored") && !strcmp(s[12].status, "scored"), "[0], true");
     char *out = get(&f, "o.jsonl"), *flog = get(&f, "f.jsonl");
-    cr_expect_eq(count_lines(out), 7, "threshold 0 keeps every 0.0: %s", out);
-    cr_expect_eq(count_lines(flog), 5, "%s", flog); /* 4 empty texts + 1 image */
+    cr_expect_eq(count_lines(out), 13, "threshold 0 keeps every 0.0: %s", out);
+    cr_expect_eq(count_lines(flog), 9, "%s", flog); /* 8 empty texts + 1 image */
     cr_expect(strstr(flog, "\"reason\": \"text is missing (null or NaN)\""), "%s", flog);
     free(out);
     free(flog);
@@ -315,7 +323,9 @@ Test(filter_threshold, missing_and_odd_captions) {
     cr_assert_eq(run_filter(&f, "--mode threshold --threshold 1e-300 --input in.jsonl --output "
                                 "o.jsonl --quiet", &log), 0, "%s", log);
     out = get(&f, "o.jsonl");
-    cr_expect_eq(count_lines(out), (size_t)(s[4].sim > 0) * 2, "%s", out);
+    size_t want = 0;
+    for (int i = 0; i < 13; i++) want += s[i].sim > 0;
+    cr_expect_eq(count_lines(out), want, "%s", out);
     free(out);
     free(log);
     tu_rmtree(f.tmp);
@@ -573,38 +583,49 @@ Test(filter_files, filestorage_steps_per_row_and_strict) {
     tu_rmtree(f.tmp);
 }
 
-/* Between the passes the input changes: the second pass notices (more rows, fewer rows), the
- * run fails and the previous output stays. The run pauses at the "pass2" test point until the
- * test has changed the file (testhook.h: CLIPEVAL_TEST_RESUME_FD). */
-static void change_between_passes(const fixture *f, const char *new_content) {
-    int ready[2], resume[2];
+/* `clipeval filter --mode keep-ratio` on in.jsonl -> o.jsonl (+ s.jsonl), paused at the "pass2"
+ * test point (testhook.h): every value known, no kept row written yet. Returns once the run is
+ * there. With resume, *resume_w is the pipe end whose byte lets it go on; else only a signal
+ * ends it. */
+static pid_t start_at_pass2(const fixture *f, int resume, int *resume_w) {
+    int ready[2], go[2] = {-1, -1};
     cr_assert_eq(pipe(ready), 0);
-    cr_assert_eq(pipe(resume), 0);
-    char in[4400], out[4400], logp[4400];
+    if (resume) cr_assert_eq(pipe(go), 0);
+    char in[4400], out[4400], sc[4400], logp[4400];
     snprintf(in, sizeof in, "%s/in.jsonl", f->tmp);
     snprintf(out, sizeof out, "%s/o.jsonl", f->tmp);
+    snprintf(sc, sizeof sc, "%s/s.jsonl", f->tmp);
     snprintf(logp, sizeof logp, "%s/run.log", f->tmp);
-    tu_write_file(out, "previous\n", 9);
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGTERM, SIG_DFL);
         close(ready[0]);
-        close(resume[1]);
         dup2(ready[1], 3);
-        dup2(resume[0], 4);
+        if (resume) {
+            close(go[1]);
+            dup2(go[0], 4);
+            setenv("CLIPEVAL_TEST_RESUME_FD", "4", 1);
+        }
         int lf = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(lf, 1);
         dup2(lf, 2);
         setenv("CLIPEVAL_TEST_PAUSE", "pass2", 1);
         setenv("CLIPEVAL_TEST_READY_FD", "3", 1);
-        setenv("CLIPEVAL_TEST_RESUME_FD", "4", 1);
         setenv("OMP_NUM_THREADS", "1", 1);
         execl(tu_cli(), "clipeval", "filter", "--mode", "keep-ratio", "--input", in, "--output",
-              out, "--model", f->model, "--device", "cpu", "--quiet", (char *)NULL);
+              out, "--scores-out", sc, "--model", f->model, "--device", "cpu", "--quiet",
+              (char *)NULL);
         _exit(127);
     }
     close(ready[1]);
-    close(resume[0]);
+    if (resume) {
+        close(go[0]);
+        *resume_w = go[1];
+    }
     char buf[16];
     ssize_t n;
     do {
@@ -612,9 +633,32 @@ static void change_between_passes(const fixture *f, const char *new_content) {
     } while (n < 0 && errno == EINTR);
     close(ready[0]);
     cr_assert(n > 0 && !strncmp(buf, "pass2\n", 6), "the run did not reach pass2");
+    return pid;
+}
+
+/* How many temporary files of ours sit in the fixture's folder. */
+static int temps(const fixture *f) {
+    char cmd[4600], *out;
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | grep -c '\\.tmp-'", f->tmp);
+    tu_run(cmd, &out);
+    int n = atoi(out);
+    free(out);
+    return n;
+}
+
+/* Between the passes the input changes: the second pass notices (more rows, fewer rows), the
+ * run fails and the previous output stays. */
+static void change_between_passes(const fixture *f, const char *new_content) {
+    char in[4400], out[4400], logp[4400];
+    snprintf(in, sizeof in, "%s/in.jsonl", f->tmp);
+    snprintf(out, sizeof out, "%s/o.jsonl", f->tmp);
+    snprintf(logp, sizeof logp, "%s/run.log", f->tmp);
+    tu_write_file(out, "previous\n", 9);
+    int go;
+    pid_t pid = start_at_pass2(f, 1, &go);
     tu_write_file(in, new_content, strlen(new_content));
-    cr_assert_eq(write(resume[1], "go", 1), 1);
-    close(resume[1]);
+    cr_assert_eq(write(go, "g", 1), 1);
+    close(go);
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
     char *log = slurp(logp);
@@ -622,6 +666,7 @@ static void change_between_passes(const fixture *f, const char *new_content) {
     cr_expect(strstr(log, "the file changed while it was being read"), "%s", log);
     char *now = slurp(out);
     cr_expect_str_eq(now, "previous\n");
+    cr_expect(!exists(f, "s.jsonl") && temps(f) == 0, "files left by a failed run");
     free(now);
     free(log);
 }
@@ -637,6 +682,26 @@ Test(filter_files, input_changed_between_the_passes) {
                               "{\"image\":\"b.jpg\",\"question\":\"c\",\"answer\":\"e\"}\n");
     put(&f, "in.jsonl", two);
     change_between_passes(&f, "{\"image\":\"a.png\",\"question\":\"a\",\"answer\":\"b\"}\n");
+    tu_rmtree(f.tmp);
+}
+
+/* SIGTERM while the values wait for the second pass: the output's and --scores-out's temporary
+ * files are removed, the previous output stays, the shell sees 143. */
+Test(process, filter_sigterm_between_the_passes) {
+    fixture f;
+    setup(&f);
+    put(&f, "in.jsonl", "{\"image\":\"a.png\",\"question\":\"a\",\"answer\":\"b\"}\n");
+    put(&f, "o.jsonl", "previous\n");
+    pid_t pid = start_at_pass2(&f, 0, NULL);
+    cr_expect_eq(temps(&f), 2, "the output's and --scores-out's temporary files");
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_expect(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "status %d", st);
+    char *now = get(&f, "o.jsonl");
+    cr_expect_str_eq(now, "previous\n");
+    cr_expect(temps(&f) == 0 && !exists(&f, "s.jsonl"), "temporary files left");
+    free(now);
     tu_rmtree(f.tmp);
 }
 

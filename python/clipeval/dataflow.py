@@ -26,7 +26,8 @@ works through pandas.
 Where upstream's filters crash or miscount, these give a defined result (the README's
 "clipeval filter" section lists each case); they are the CLI's `clipeval filter` rules:
   - ImageClipFilter: a missing caption (None, NaN) is an empty text (0.0, with upstream's
-    "Empty text" warning); other non-strings are str()'d; a caption over 77 tokens is truncated.
+    "Empty text" warning), as are falsy ones (0, False, []); other non-strings are str()'d; a
+    caption over 77 tokens is truncated.
   - CLIPScoreFilter: exactly one value per row whatever the batches; a missing question or
     answer counts as ""; no valid score at all writes an empty table with a warning.
 
@@ -95,6 +96,14 @@ def _is_missing(v):
     if isinstance(v, (float, np.floating)):
         return v != v
     return type(v).__name__ in ("NAType", "NaTType")
+
+
+def _falsy(v):
+    """Python's `not v`, False where it raises (an array: upstream would crash there)."""
+    try:
+        return not v
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _image_value(v):
@@ -238,7 +247,7 @@ class ImageClipFilter(_OperatorBase):
             missing = _is_missing(v)
             text = "" if missing else v if isinstance(v, str) else str(v)
             texts.append(text)
-            blank.append(missing or not text or text.strip() == "")
+            blank.append(missing or _falsy(v) or not text or text.strip() == "")
         cos, status = _cosines(self.model, images, texts, self.logger, labels=labels,
                                blank=blank, check_blank_images=True, **self.options)
         for i in np.flatnonzero(status == EMPTY_TEXT):

@@ -469,6 +469,20 @@ static int image_path(run *r, const table_row *row, char *why, size_t cap) {
     return !r->path.oom;
 }
 
+/* Python's `not value` for a non-missing cell, from its kind and str(). */
+static int py_falsy(table_kind k, const char *s, size_t n) {
+#define IS(lit) (n == sizeof lit - 1 && !memcmp(s, lit, n))
+    switch (k) {
+    case TK_INT: return IS("0");
+    case TK_FLOAT: return IS("0.0") || IS("-0.0");
+    case TK_BOOL: return IS("False");
+    case TK_LIST: return IS("[]");
+    case TK_DICT: return IS("{}");
+    default: return n == 0;
+    }
+#undef IS
+}
+
 /* Whether pandas holds the cell as missing (pd.isna): absent, null, or a float NaN. */
 static clip_status cell_missing(run *r, const table_row *row, int col, int *na, clip_error *err) {
     table_kind k = table_row_kind(row, col);
@@ -483,9 +497,10 @@ static clip_status cell_missing(run *r, const table_row *row, int col, int *na, 
 /* The row's text by the mode's rule, in r->text (sets ri->blank, ri->missing, ri->text_len):
  *   SCORE       str(value) as pandas holds it (ImageCLIPEvaluator's str(row[key])); blank when
  *               empty or whitespace-only (`not text or text.strip() == ""`);
- *   THRESHOLD   the same, except that a missing value (absent, null, NaN) is blank text: upstream
- *               ImageClipFilter skips None with its empty-text warning, and crashes on NaN at
- *               `.strip()` (other non-strings crash too: here they are str()'d, as the evaluator);
+ *   THRESHOLD   the raw value's `not text or text.strip() == ""` (ImageClipFilter does not str()
+ *               it): a falsy value (None, 0, 0.0, False, [], {}) is blank, with upstream's
+ *               warning; where upstream crashes, a missing value (absent, NaN: .strip() of a
+ *               float) is blank too, and other non-strings are str()'d, as the evaluator does;
  *   KEEP_RATIO  question + answer, each str()'d, a missing one counting as "" (upstream: NaN + str
  *               raises TypeError; NaN + NaN is NaN, a NaN score); blank only when empty: upstream
  *               checks `text == ""`, so whitespace-only text is scored. */
@@ -504,10 +519,13 @@ static clip_status row_text(run *r, const table_row *row, row_info *ri, clip_err
         if (!st && r->text.oom) st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
         ri->blank = r->text.len == 0;
     } else {
+        int falsy = 0;
         if (r->mode == CLIP_MODE_THRESHOLD) st = cell_missing(r, row, r->txt_col, &na, err);
         if (!st && !na) st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
+        if (!st && !na && r->mode == CLIP_MODE_THRESHOLD)
+            falsy = py_falsy(table_row_kind(row, r->txt_col), r->text.data, r->text.len);
         ri->missing = na;
-        ri->blank = na || r->text.len == 0 || py_blank(r->text.data, r->text.len);
+        ri->blank = na || falsy || r->text.len == 0 || py_blank(r->text.data, r->text.len);
     }
     ri->text_len = r->text.len;
     return st;

@@ -185,7 +185,8 @@ def test_golden_similarities_and_cli_keep_ratio_rows(FileStorage, shared, synth_
 def test_threshold_edge_and_missing_captions(FileStorage, tiny_model, images, monkeypatch,
                                              caplog):
     """A row exactly at the threshold is kept, one ulp above it is not. Upstream crashes on a
-    NaN caption (.strip() of a float); here None and NaN are empty texts: 0.0, warned."""
+    NaN caption (.strip() of a float); here None and NaN are empty texts: 0.0, warned, as
+    upstream does with None, 0 and False."""
     from clipeval.dataflow import ImageClipFilter
     monkeypatch.chdir(images)
     op = ImageClipFilter(model_name=tiny_model, device="cpu")
@@ -193,8 +194,10 @@ def test_threshold_edge_and_missing_captions(FileStorage, tiny_model, images, mo
     sims = [op.compute_similarity(img, c) for img in ("a.png", "b.jpg") for c in caps]
     top = max(sims)
     assert top > 0
-    df = pd.DataFrame({"image": ["a.png"] * 5 + ["b.jpg"] * 5 + ["a.png", "b.jpg", "nope.png"],
-                       "caption": caps * 2 + [None, float("nan"), "a cat"], "n": range(13)})
+    df = pd.DataFrame({"image": ["a.png"] * 5 + ["b.jpg"] * 5 + ["a.png", "b.jpg", "nope.png",
+                                                                 "a.png", "b.jpg"],
+                       "caption": caps * 2 + [None, float("nan"), "a cat", 0, False],
+                       "n": range(15)})
     df.to_pickle(images / "in.pickle")
     results = {}
     for thr in (top, math.nextafter(top, 2.0), 0.0):
@@ -208,11 +211,11 @@ def test_threshold_edge_and_missing_captions(FileStorage, tiny_model, images, mo
         results[thr] = out
         assert list(out.index) == list(range(len(out)))  # reset_index(drop=True)
         msgs = [r.getMessage() for r in caplog.records]
-        assert sum("Empty text for image" in m for m in msgs) == 2, msgs
+        assert sum("Empty text for image" in m for m in msgs) == 4, msgs  # None NaN 0 False
         assert any("nope.png" in m and "similarity 0.0" in m for m in msgs), msgs
     assert list(results[top]["n"]) == [sims.index(top)]  # rows 0-9 are the pairs of sims
     assert len(results[math.nextafter(top, 2.0)]) == 0
-    assert len(results[0.0]) == 13  # 0.0 >= 0: upstream keeps failures at a threshold of 0 too
+    assert len(results[0.0]) == 15  # 0.0 >= 0: upstream keeps failures at a threshold of 0 too
     j = sims.index(top)
     img, cap = ("a.png" if j < 5 else "b.jpg"), caps[j % 5]
     assert op.is_consistent(img, cap, threshold=top)

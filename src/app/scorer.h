@@ -69,7 +69,8 @@ void clip_score_options_init(clip_score_options *o);
 /* Runs the whole job; the output file appears only when everything succeeded. Rows whose image
  * or text failed get the mode's failure value (filter.h) and are counted in stats (the caller
  * decides what that means for its exit status: the CLI's are in cli.c). Memory is bounded by
- * the window, batch and cache sizes, plus 9 bytes per row in KEEP_RATIO mode. */
+ * the window, batch and cache sizes, plus 9 bytes per row in KEEP_RATIO mode (17 while the
+ * percentile is taken). */
 clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stats, clip_error *err);
 
 /* The model folder's preprocessor_config.json, refused (CLIP_ERR_CONFIG) when its crop size is

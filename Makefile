@@ -202,7 +202,8 @@ test-process:
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/test_clip $(BUILD)/asan/clipeval
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/test_clip $(BUILD)/asan/clipeval \
+	  $(BUILD)/asan/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
 	$(TEST_ENV) CLIPEVAL_BUILD=$(abspath $(BUILD)/asan) OMP_NUM_THREADS=1 \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -251,7 +251,9 @@ class ImageClipFilter(_OperatorBase):
         cos, status = _cosines(self.model, images, texts, self.logger, labels=labels,
                                blank=blank, check_blank_images=True, **self.options)
         for i in np.flatnonzero(status == EMPTY_TEXT):
-            self.logger.warning(f"Empty text for image: {images[i]}")
+            v = images[i]
+            name = v if isinstance(v, str) else f"<{type(v).__name__}>"
+            self.logger.warning(f"Empty text for image: {name}")
         return _clamp01(cos, status)
 
     def compute_similarity(self, image_path, text) -> float:
@@ -269,8 +271,9 @@ class ImageClipFilter(_OperatorBase):
                                   column_values(dataframe, input_caption_key, 0, n),
                                   labels=dataframe.index)
         keep = sims >= threshold
-        for i in np.flatnonzero(~keep):
-            self.logger.debug(f"CLIP failed at row {i}: sim={sims[i]:.3f}")
+        if self.logger.isEnabledFor(logging.DEBUG):
+            for i in np.flatnonzero(~keep):
+                self.logger.debug(f"CLIP failed at row {i}: sim={sims[i]:.3f}")
         dataframe = dataframe[keep].reset_index(drop=True)
         storage.write(dataframe)
         return [input_image_key, input_caption_key]

@@ -6,7 +6,7 @@
 #   make test       Criterion suite against ../shared/golden (installs Debian packages if missing),
 #                   then the `clipeval serve` end-to-end tests (tests/serve/test_serve.py)
 #   make test-process  the process/signal tests alone (CI repeats them; PIN=`taskset -c 0` pins)
-#   make demo       score the DataFlow example with `clipeval score`
+#   make demo       score the DataFlow example with `clipeval score`, then `clipeval filter`
 #   make bench      speed figures (model, tokenizer, image pipeline, scorer, then bench-serve)
 #   make bench-serve  `clipeval serve` under load: requests/s, p50/p99, vs offline embed
 #   make bench-peers clipeval fp32 / bf16 next to ONNX Runtime fp32 (tests/bench/peers.sh)

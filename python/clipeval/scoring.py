@@ -136,13 +136,15 @@ class Scorer:
     image_root      relative image paths are resolved against it (default: the current dir)
     max_text_bytes  longer texts (UTF-8) score 0.0 with a warning (0: 64 MiB)
     warn            called with each warning's text (default: warnings.warn(ClipWarning))
+    outcome         what a failed row gets, as the warnings say it (default "score 0.0"; the
+                    filters: "similarity 0.0", "no similarity, dropped")
     exif_transpose, max_pixels, max_file_bytes, pillow_tall_rule: decoding, as the CLI
     stats           counters of everything scored so far (rows, scored, image_failed, ...)
     """
 
     def __init__(self, model, *, batch_size=32, cache_entries=65536, image_root=None,
                  max_text_bytes=0, warn=None, exif_transpose=False, max_pixels=0,
-                 max_file_bytes=0, pillow_tall_rule=False):
+                 max_file_bytes=0, pillow_tall_rule=False, outcome="score 0.0"):
         if not isinstance(model, Model):
             raise TypeError(f"model: expected a clipeval.Model, got {type(model).__name__}")
         if not 1 <= int(batch_size) <= 4096:
@@ -155,6 +157,7 @@ class Scorer:
         self.image_root = None if image_root is None else os.fspath(image_root)
         self.max_text_bytes = int(max_text_bytes) if max_text_bytes else 64 << 20
         self.warn = warn if warn is not None else _default_warn
+        self.outcome = str(outcome)
         self.decode = model.decode_options(exif_transpose=exif_transpose, max_pixels=max_pixels,
                                            max_file_bytes=max_file_bytes,
                                            pillow_tall_rule=pillow_tall_rule)
@@ -264,17 +267,18 @@ class Scorer:
             i = w0 + k
             e = row_img[k]
             if isinstance(e, str):
-                self.warn(f"row {_label(labels, i)}: cannot score: {e} (score 0.0)")
+                self.warn(f"row {_label(labels, i)}: cannot score: {e} ({self.outcome})")
                 st["image_failed"] += 1
                 status[i] = IMAGE_FAILED
             elif e is not None and e.state == _FAILED:
-                self.warn(f"row {_label(labels, i)}: failed to load image {e.reason} (score 0.0)")
+                self.warn(f"row {_label(labels, i)}: failed to load image {e.reason} "
+                          f"({self.outcome})")
                 st["image_failed"] += 1
                 status[i] = IMAGE_FAILED
             elif row_state[k] == TEXT_TOO_LONG:
                 nbytes = len(text_bytes(texts[i]))
                 self.warn(f"row {_label(labels, i)}: text of {nbytes} bytes is above the "
-                          "max_text_bytes limit (score 0.0)")
+                          f"max_text_bytes limit ({self.outcome})")
                 st["text_failed"] += 1
                 status[i] = TEXT_TOO_LONG
             elif row_state[k] == EMPTY_TEXT:

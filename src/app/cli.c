@@ -1,5 +1,6 @@
 /* cli.c — the clipeval command line. Each subcommand is a thin layer over clip.h. */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdint.h>
@@ -580,63 +581,106 @@ enum {
     EXIT_STRICT = 4      /* --strict: output written, some rows failed (image or text) */
 };
 
+/* The parts of `score --help` and `filter --help` that are the same. */
+#define TABLE_FILES_HELP                                                                        \
+    "Files:\n"                                                                                  \
+    "  IN and OUT are typed by their extension (.jsonl, .json, .csv). OUT's extension wins;\n"  \
+    "  --cache-type must agree with it, and types an OUT without one (a device, a FIFO); else\n" \
+    "  OUT has IN's type. `--input -` reads stdin and `--output -` writes stdout: their type\n"  \
+    "  is --cache-type, which they require.\n"                                                  \
+    "  FileStorage naming (DataFlow's FileStorage, operator step K, default 0): step 0 reads\n"  \
+    "  --first-entry-file, step K >= 1 reads DIR/P_step{K}.{type}; both write DIR/P_step{K+1}.{type};\n" \
+    "  type = --cache-type (default jsonl, as FileStorage), DIR ./cache, P dataflow_cache.\n"   \
+    "  A regular OUT is written to a temporary file next to it and renamed into place when the\n" \
+    "  run succeeds (a symlink is followed: it stays a link); a device, FIFO or stdout is\n"    \
+    "  written directly.\n"
+
+#define TABLE_OPTIONS_HELP                                                                      \
+    "  --image-root DIR     resolve relative image paths against DIR (default: current dir)\n" \
+    "  --model DIR|ID       model folder or HF model id (default " CLIP_DEFAULT_MODEL ")\n"     \
+    "  --device D           auto|cpu|cuda (default auto: CUDA when built with it and present)\n" \
+    "  --precision P        fp32 (default, the oracle), bf16 (CPU with AVX512-BF16, or CUDA),\n" \
+    "                       fp16 (CUDA)\n"                                                      \
+    "  --threads N          CPU threads for the model (default: all cores)\n"                   \
+    "  --decode-threads N   image decoding threads (default: all cores)\n"                      \
+    "  --batch-size N       images per forward call (default 32, at most "                     \
+    STRINGIFY(CLIP_SCORE_MAX_BATCH) "; texts use 8x)\n"                                         \
+    "  --cache-entries N    distinct images and texts whose embeddings are kept (default 65536)\n" \
+    "  --per-row            DataFlow's own loop: batch 1, nothing reused (for comparison)\n"    \
+    "  --pandas-compat      write exactly like pandas to_json/to_csv (10 decimals, \\/ ...)\n"  \
+    "  --skip-invalid       copy invalid rows to OUT.rejects instead of stopping (OUT.rejects\n" \
+    "                       exists after a run exactly when that run rejected rows)\n"          \
+    "  --strict             exit 4 after writing the output when any row failed\n"              \
+    "  --log-failures FILE  every failed row as JSONL: {\"line\", \"path\", \"reason\"}\n"     \
+    "  --exif-transpose     apply EXIF orientation (DataFlow does not)\n"                       \
+    "  --max-pixels N       refuse larger images (default 178956970, Pillow's limit)\n"         \
+    "  --max-file-bytes N   refuse larger image files (default 1 GiB)\n"                        \
+    "  --max-text-bytes N   longer texts fail with a warning (default 64 MiB)\n"                \
+    "  --max-row-bytes N    a longer row is an invalid row (default 64 MiB)\n"                  \
+    "  --max-json-depth N   a row nested deeper is an invalid row (default 1000)\n"             \
+    "  --quiet              no progress line and no summary\n"
+
+#define TABLE_EXIT_HELP(NO_IMAGE)                                                               \
+    "Exit status:\n"                                                                            \
+    "  0    success\n"                                                                          \
+    "  1    error: nothing was written (the message says what and where)\n"                    \
+    "  2    bad command line\n"                                                                 \
+    "  3    no image could be read (a wrong --image-root?): the output is written, " NO_IMAGE  \
+    ";\n       the message names the first failure\n"                                          \
+    "  4    --strict and some rows failed: the output is written\n"                             \
+    "  130, 143, 129  interrupted by SIGINT, SIGTERM, SIGHUP: temporary files removed, the\n"  \
+    "       previous output intact (the shell's 128 + signal number)\n"
+
 static const char *score_help =
     "usage: clipeval score --input IN --output OUT [options]\n"
     "   or: clipeval score --first-entry-file IN --cache-path DIR --file-name-prefix P\n"
     "                      [--cache-type jsonl|json|csv] [--step K] [options]\n"
     "Adds clip_score = clamp((cos(image, text) + 1) / 2, 0, 1) to every row of a JSONL/JSON/CSV\n"
     "table, exactly as DataFlow-MM's ImageCLIPEvaluator does.\n"
-    "Files:\n"
-    "  IN and OUT are typed by their extension (.jsonl, .json, .csv). OUT's extension wins;\n"
-    "  --cache-type must agree with it, and types an OUT without one (a device, a FIFO); else\n"
-    "  OUT has IN's type. `--input -` reads stdin and `--output -` writes stdout: their type\n"
-    "  is --cache-type, which they require.\n"
-    "  FileStorage naming (DataFlow's FileStorage, operator step K, default 0): step 0 reads\n"
-    "  --first-entry-file, step K >= 1 reads DIR/P_step{K}.{type}; both write DIR/P_step{K+1}.{type};\n"
-    "  type = --cache-type (default jsonl, as FileStorage), DIR ./cache, P dataflow_cache.\n"
-    "  A regular OUT is written to a temporary file next to it and renamed into place when the\n"
-    "  run succeeds (a symlink is followed: it stays a link); a device, FIFO or stdout is\n"
-    "  written directly.\n"
+    TABLE_FILES_HELP
     "options:\n"
     "  --image-key K        image path column (default image_path)\n"
     "  --text-key K         text column (default text)\n"
     "  --output-key K       score column (default clip_score; replaced in place if present)\n"
-    "  --image-root DIR     resolve relative image paths against DIR (default: current dir)\n"
-    "  --model DIR|ID       model folder or HF model id (default " CLIP_DEFAULT_MODEL ")\n"
-    "  --device D           auto|cpu|cuda (default auto: CUDA when built with it and present)\n"
-    "  --precision P        fp32 (default, the oracle), bf16 (CPU with AVX512-BF16, or CUDA),\n"
-    "                       fp16 (CUDA)\n"
-    "  --threads N          CPU threads for the model (default: all cores)\n"
-    "  --decode-threads N   image decoding threads (default: all cores)\n"
-    "  --batch-size N       images per forward call (default 32, at most "
-    STRINGIFY(CLIP_SCORE_MAX_BATCH) "; texts use 8x)\n"
-    "  --cache-entries N    distinct images and texts whose embeddings are kept (default 65536)\n"
-    "  --per-row            DataFlow's own loop: batch 1, nothing reused (for comparison)\n"
-    "  --pandas-compat      write exactly like pandas to_json/to_csv (10 decimals, \\/ ...)\n"
-    "  --skip-invalid       copy invalid rows to OUT.rejects instead of stopping (OUT.rejects\n"
-    "                       exists after a run exactly when that run rejected rows)\n"
-    "  --strict             exit 4 after writing the output when any row failed\n"
-    "  --log-failures FILE  every failed row as JSONL: {\"line\", \"path\", \"reason\"}\n"
-    "  --exif-transpose     apply EXIF orientation (DataFlow does not)\n"
-    "  --max-pixels N       refuse larger images (default 178956970, Pillow's limit)\n"
-    "  --max-file-bytes N   refuse larger image files (default 1 GiB)\n"
-    "  --max-text-bytes N   texts longer than this score 0.0 with a warning (default 64 MiB)\n"
-    "  --max-row-bytes N    a longer row is an invalid row (default 64 MiB)\n"
-    "  --max-json-depth N   a row nested deeper is an invalid row (default 1000)\n"
-    "  --quiet              no progress line and no summary\n"
+    TABLE_OPTIONS_HELP
     "A row whose image cannot be read, whose image value is not a path or whose text is above\n"
     "--max-text-bytes scores 0.0 (DataFlow's rule); each distinct cause is warned once, with its\n"
     "row count, and summed up by reason at the end. The progress line (stderr, terminals only)\n"
     "counts rows actually scored and shows an ETA once the rate is steady.\n"
-    "Exit status:\n"
-    "  0    success\n"
-    "  1    error: nothing was written (the message says what and where)\n"
-    "  2    bad command line\n"
-    "  3    no image could be read (a wrong --image-root?): the output is written, every row\n"
-    "       0.0; the message names the first failure\n"
-    "  4    --strict and some rows failed: the output is written\n"
-    "  130, 143, 129  interrupted by SIGINT, SIGTERM, SIGHUP: temporary files removed, the\n"
-    "       previous output intact (the shell's 128 + signal number)\n";
+    TABLE_EXIT_HELP("every row 0.0");
+
+static const char *filter_help =
+    "usage: clipeval filter --mode threshold [--threshold T] --input IN --output OUT [options]\n"
+    "   or: clipeval filter --mode keep-ratio [--keep-ratio R] --input IN --output OUT [options]\n"
+    "   (or the FileStorage options instead of --input/--output, as in `clipeval score`)\n"
+    "Keeps the rows of a JSONL/JSON/CSV table whose image matches their text, exactly as\n"
+    "DataFlow-MM's CLIP filters do. cos = cosine of the L2-normalised CLIP embeddings.\n"
+    "  --mode threshold   ImageClipFilter: similarity = clamp(cos, 0, 1); keeps the rows with\n"
+    "                     similarity >= T (default 0.25), written unchanged (no score column).\n"
+    "                     An unreadable image or an empty, blank or missing caption (or a\n"
+    "                     falsy one: 0, false, []) gives 0.0, with a warning.\n"
+    "  --mode keep-ratio  CLIPScoreFilter: similarity = cos (raw), NaN for an unreadable image\n"
+    "                     or an empty text (question + answer); writes it in the --output-key\n"
+    "                     column and keeps the rows with similarity >= np.percentile(the\n"
+    "                     non-NaN similarities, (1 - R) * 100) (linear; R default 0.8, in\n"
+    "                     [0, 1]): ties at the cut are all kept, NaN rows never. Reads the\n"
+    "                     table twice; keeps 9 bytes per row in memory meanwhile.\n"
+    TABLE_FILES_HELP
+    "options:\n"
+    "  --image-key K        image path column (default image)\n"
+    "  --caption-key K      threshold: text column (default caption)\n"
+    "  --question-key K     keep-ratio: question column (default question)\n"
+    "  --answer-key K       keep-ratio: answer column (default answer); text = question + answer\n"
+    "  --output-key K       keep-ratio: similarity column (default clipscore; replaced in place\n"
+    "                       if present)\n"
+    "  --scores-out FILE    every row's similarity as JSONL: {\"row\", \"line\", \"similarity\",\n"
+    "                       \"status\", \"kept\"} (the value compared, as Python repr; null = NaN)\n"
+    TABLE_OPTIONS_HELP
+    "Where upstream crashes, clipeval filter gives a defined result (README, \"clipeval filter\"):\n"
+    "a NaN or null caption is an empty text; a missing question or answer counts as \"\"; a\n"
+    "caption over 77 tokens is truncated like every text; a table with no similarity at all\n"
+    "gives an empty output and a warning.\n"
+    TABLE_EXIT_HELP("no row kept\n       (unless the threshold is <= 0)");
 
 /* The temporary files of this run, for the signal handler: the only state a handler may see. */
 static files_registry g_temps;
@@ -704,15 +748,15 @@ typedef struct score_paths {
 } score_paths;
 
 /* Input, output and their types, by the rules of score_help. Returns an exit status (0 = go). */
-static int resolve_paths(score_paths *p, clip_score_options *o) {
+static int resolve_paths(const char *cmd, score_paths *p, clip_score_options *o) {
     clip_error e = {0};
     table_format ct = TABLE_JSONL;
     if (p->cache_type && !table_format_from_name(p->cache_type, &ct))
-        return usage_error("score", "bad --cache-type '%s' (jsonl, json or csv)", p->cache_type);
+        return usage_error(cmd, "bad --cache-type '%s' (jsonl, json or csv)", p->cache_type);
     int filestorage = p->first || p->cache_path || p->prefix || p->step_given;
     if (filestorage) {
         if (p->input || p->output)
-            return usage_error("score", "use either --input/--output or the FileStorage options "
+            return usage_error(cmd, "use either --input/--output or the FileStorage options "
                                         "(--first-entry-file, --cache-path, --file-name-prefix, "
                                         "--step)");
         const char *dir = p->cache_path ? p->cache_path : "./cache";
@@ -720,7 +764,7 @@ static int resolve_paths(score_paths *p, clip_score_options *o) {
         const char *type = table_format_name(ct); /* FileStorage's default cache_type: jsonl */
         if (p->step == 0) {
             if (!p->first)
-                return usage_error("score", "step 0 reads --first-entry-file: give it (or --step "
+                return usage_error(cmd, "step 0 reads --first-entry-file: give it (or --step "
                                             "K to read %s/%s_stepK.%s)", dir, prefix, type);
             p->input = p->first;
             if (table_format_from_path(p->input, &o->in_fmt, &e)) return die(&e);
@@ -728,40 +772,40 @@ static int resolve_paths(score_paths *p, clip_score_options *o) {
             int n = snprintf(p->in_buf, sizeof p->in_buf, "%s/%s_step%d.%s", dir, prefix, p->step,
                              type);
             if (n < 0 || (size_t)n >= sizeof p->in_buf)
-                return usage_error("score", "input path too long");
+                return usage_error(cmd, "input path too long");
             p->input = p->in_buf;
             o->in_fmt = ct;
         }
         int n = snprintf(p->out_buf, sizeof p->out_buf, "%s/%s_step%d.%s", dir, prefix,
                          p->step + 1, type);
         if (n < 0 || (size_t)n >= sizeof p->out_buf)
-            return usage_error("score", "output path too long");
+            return usage_error(cmd, "output path too long");
         p->output = p->out_buf;
         o->out_fmt = ct;
         return 0;
     }
     if (!p->input || !p->output)
-        return usage_error("score", "give --input and --output (or the FileStorage options)");
+        return usage_error(cmd, "give --input and --output (or the FileStorage options)");
     if (!strcmp(p->input, "-")) {
         if (!p->cache_type)
-            return usage_error("score", "--input - reads stdin: give its type with --cache-type");
+            return usage_error(cmd, "--input - reads stdin: give its type with --cache-type");
         o->in_fmt = ct;
     } else if (table_format_from_path(p->input, &o->in_fmt, &e)) {
         return die(&e);
     }
     if (!strcmp(p->output, "-")) {
         if (!p->cache_type)
-            return usage_error("score", "--output - writes stdout: give its type with --cache-type");
+            return usage_error(cmd, "--output - writes stdout: give its type with --cache-type");
         o->out_fmt = ct;
         return 0;
     }
     table_format ext;
     int known = output_type(p->output, &ext);
     if (known < 0)
-        return usage_error("score", "%s: clipeval writes jsonl, json or csv, not '%s'", p->output,
+        return usage_error(cmd, "%s: clipeval writes jsonl, json or csv, not '%s'", p->output,
                            strrchr(p->output, '.') + 1);
     if (known && p->cache_type && ext != ct)
-        return usage_error("score", "--cache-type %s conflicts with the output's extension (%s): "
+        return usage_error(cmd, "--cache-type %s conflicts with the output's extension (%s): "
                                     "the extension decides; drop --cache-type or rename %s",
                            p->cache_type, table_format_name(ext), p->output);
     o->out_fmt = known ? ext : p->cache_type ? ct : o->in_fmt;
@@ -769,18 +813,85 @@ static int resolve_paths(score_paths *p, clip_score_options *o) {
 }
 
 
-static int cmd_score(int argc, char **argv) {
+/* A finite number; 0 when s is not one. */
+static int parse_double(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    if (!s || !*s) return 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+/* The options only `clipeval filter` has, as given (checked once --mode is known). */
+typedef struct filter_args {
+    const char *mode, *threshold, *keep_ratio, *caption_key, *question_key, *answer_key,
+        *output_key;
+    int text_key; /* --text-key was given */
+} filter_args;
+
+/* --mode and what goes with it: the keys' defaults are upstream's run() defaults. */
+static int resolve_filter(filter_args *f, clip_score_options *o) {
+    const char *cmd = "filter";
+    if (!f->mode) return usage_error(cmd, "--mode threshold or --mode keep-ratio is required%s", "");
+    o->image_key = o->image_key ? o->image_key : "image";
+    if (!strcmp(f->mode, "threshold")) {
+        o->mode = CLIP_MODE_THRESHOLD;
+        const char *other = f->keep_ratio ? "--keep-ratio" : f->question_key ? "--question-key"
+                            : f->answer_key ? "--answer-key" : f->output_key ? "--output-key" : NULL;
+        if (other)
+            return usage_error(cmd, "%s is for --mode keep-ratio (threshold mode writes the kept "
+                                    "rows unchanged, without a score column)", other);
+        o->text_key = f->caption_key ? f->caption_key : "caption";
+        o->output_key = NULL;
+        o->threshold = 0.25;
+        if (f->threshold && !parse_double(f->threshold, &o->threshold))
+            return usage_error(cmd, "bad --threshold '%s' (a finite number)", f->threshold);
+    } else if (!strcmp(f->mode, "keep-ratio")) {
+        o->mode = CLIP_MODE_KEEP_RATIO;
+        const char *other = f->threshold ? "--threshold" : f->caption_key ? "--caption-key" : NULL;
+        if (other) return usage_error(cmd, "%s is for --mode threshold", other);
+        o->question_key = f->question_key ? f->question_key : "question";
+        o->text_key = f->answer_key ? f->answer_key : "answer";
+        o->output_key = f->output_key ? f->output_key : "clipscore";
+        o->keep_ratio = 0.8;
+        if (f->keep_ratio &&
+            (!parse_double(f->keep_ratio, &o->keep_ratio) || o->keep_ratio < 0 || o->keep_ratio > 1))
+            return usage_error(cmd, "bad --keep-ratio '%s' (a number in [0, 1]; numpy refuses "
+                                    "percentiles outside [0, 100])", f->keep_ratio);
+    } else {
+        return usage_error(cmd, "bad --mode '%s' (threshold: ImageClipFilter, keep-ratio: "
+                                "CLIPScoreFilter)", f->mode);
+    }
+    if (f->text_key)
+        return usage_error(cmd, "--text-key: give the text column with %s",
+                           o->mode == CLIP_MODE_THRESHOLD ? "--caption-key" : "--answer-key");
+    if (!*o->text_key || (o->question_key && !*o->question_key) || (o->output_key && !*o->output_key))
+        return usage_error(cmd, "a column name cannot be empty%s", "");
+    return 0;
+}
+
+/* `clipeval score` and `clipeval filter`: the same options, files, limits and exit statuses;
+ * filter adds --mode and its own. */
+static int cmd_table(const char *cmd, int argc, char **argv) {
+    int filter = !strcmp(cmd, "filter");
     clip_score_options o;
     clip_score_options_init(&o);
+    o.command = cmd;
+    if (filter) o.image_key = NULL; /* resolve_filter's default */
     score_paths p;
     memset(&p, 0, sizeof p);
+    filter_args fa;
+    memset(&fa, 0, sizeof fa);
     int strict = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long long u;
 #define VAL(name) (!strcmp(a, name) && v && ++i)
+#define FVAL(name) (filter && VAL(name))
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(score_help, stdout);
+            fputs(filter ? filter_help : score_help, stdout);
             return 0;
         } else if (VAL("--input")) {
             p.input = v;
@@ -795,14 +906,32 @@ static int cmd_score(int argc, char **argv) {
         } else if (VAL("--cache-type")) {
             p.cache_type = v;
         } else if (VAL("--step")) {
-            if ((p.step = parse_int(v, 0, 1 << 30)) < 0) return usage_error("score", "bad --step '%s'", v);
+            if ((p.step = parse_int(v, 0, 1 << 30)) < 0) return usage_error(cmd, "bad --step '%s'", v);
             p.step_given = 1;
         } else if (VAL("--image-key")) {
             o.image_key = v;
-        } else if (VAL("--text-key")) {
+        } else if (!filter && VAL("--text-key")) {
             o.text_key = v;
-        } else if (VAL("--output-key")) {
+        } else if (!filter && VAL("--output-key")) {
             o.output_key = v;
+        } else if (FVAL("--text-key")) {
+            fa.text_key = 1;
+        } else if (FVAL("--mode")) {
+            fa.mode = v;
+        } else if (FVAL("--threshold")) {
+            fa.threshold = v;
+        } else if (FVAL("--keep-ratio")) {
+            fa.keep_ratio = v;
+        } else if (FVAL("--caption-key")) {
+            fa.caption_key = v;
+        } else if (FVAL("--question-key")) {
+            fa.question_key = v;
+        } else if (FVAL("--answer-key")) {
+            fa.answer_key = v;
+        } else if (FVAL("--output-key")) {
+            fa.output_key = v;
+        } else if (FVAL("--scores-out")) {
+            o.scores_out = v;
         } else if (VAL("--image-root")) {
             o.image_root = v;
         } else if (VAL("--model")) {
@@ -810,35 +939,35 @@ static int cmd_score(int argc, char **argv) {
         } else if (VAL("--log-failures")) {
             o.log_failures = v;
         } else if (VAL("--device")) {
-            if (!parse_device(v, &o.device)) return usage_error("score", "bad --device '%s'", v);
+            if (!parse_device(v, &o.device)) return usage_error(cmd, "bad --device '%s'", v);
         } else if (VAL("--precision")) {
             clip_error pe;
-            if (clip_precision_parse(v, &o.precision, &pe)) return usage_error("score", "%s", pe.msg);
+            if (clip_precision_parse(v, &o.precision, &pe)) return usage_error(cmd, "%s", pe.msg);
         } else if (VAL("--threads")) {
-            if ((o.threads = parse_int(v, 1, 4096)) < 0) return usage_error("score", "bad --threads '%s'", v);
+            if ((o.threads = parse_int(v, 1, 4096)) < 0) return usage_error(cmd, "bad --threads '%s'", v);
         } else if (VAL("--decode-threads")) {
             if ((o.decode_threads = parse_int(v, 1, 4096)) < 0)
-                return usage_error("score", "bad --decode-threads '%s'", v);
+                return usage_error(cmd, "bad --decode-threads '%s'", v);
         } else if (VAL("--batch-size")) {
             if ((o.batch_size = parse_int(v, 1, CLIP_SCORE_MAX_BATCH)) < 0)
-                return usage_error("score", "bad --batch-size '%s' (1..%d)", v, CLIP_SCORE_MAX_BATCH);
+                return usage_error(cmd, "bad --batch-size '%s' (1..%d)", v, CLIP_SCORE_MAX_BATCH);
         } else if (VAL("--cache-entries")) {
-            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --cache-entries '%s'", v);
+            if (!parse_size(v, &u) || u == 0) return usage_error(cmd, "bad --cache-entries '%s'", v);
             o.cache_entries = (size_t)u;
         } else if (VAL("--max-pixels")) {
-            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-pixels '%s'", v);
+            if (!parse_size(v, &u) || u == 0) return usage_error(cmd, "bad --max-pixels '%s'", v);
             o.decode.max_pixels = u;
         } else if (VAL("--max-file-bytes")) {
-            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-file-bytes '%s'", v);
+            if (!parse_size(v, &u) || u == 0) return usage_error(cmd, "bad --max-file-bytes '%s'", v);
             o.decode.max_file_bytes = u;
         } else if (VAL("--max-text-bytes")) {
-            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-text-bytes '%s'", v);
+            if (!parse_size(v, &u) || u == 0) return usage_error(cmd, "bad --max-text-bytes '%s'", v);
             o.max_text_bytes = (size_t)u;
         } else if (VAL("--max-json-depth")) {
             if ((o.limits.max_depth = parse_int(v, 1, 100000)) < 0)
-                return usage_error("score", "bad --max-json-depth '%s'", v);
+                return usage_error(cmd, "bad --max-json-depth '%s'", v);
         } else if (VAL("--max-row-bytes")) {
-            if (!parse_size(v, &u) || u == 0) return usage_error("score", "bad --max-row-bytes '%s'", v);
+            if (!parse_size(v, &u) || u == 0) return usage_error(cmd, "bad --max-row-bytes '%s'", v);
             o.limits.max_row_bytes = (size_t)u;
         } else if (!strcmp(a, "--per-row")) {
             o.per_row = 1;
@@ -853,14 +982,21 @@ static int cmd_score(int argc, char **argv) {
         } else if (!strcmp(a, "--quiet")) {
             o.quiet = 1;
         } else {
-            return usage_error("score", "unknown or incomplete option '%s'", a);
+            return usage_error(cmd, "unknown or incomplete option '%s'", a);
         }
+#undef FVAL
 #undef VAL
     }
-    int rc = resolve_paths(&p, &o);
+    int rc = filter ? resolve_filter(&fa, &o) : 0;
+    if (!rc) rc = resolve_paths(cmd, &p, &o);
     if (rc) return rc;
-    if (o.log_failures && (!strcmp(o.log_failures, "-") && !strcmp(p.output, "-")))
-        return usage_error("score", "--output - and --log-failures - would both write stdout");
+    const char *outs[3] = {p.output, o.log_failures, o.scores_out};
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (outs[i] && outs[j] && !strcmp(outs[i], "-") && !strcmp(outs[j], "-"))
+                return usage_error(cmd, "%s - and %s - would both write stdout",
+                                   i == 0 ? "--output" : "--log-failures",
+                                   j == 1 ? "--log-failures" : "--scores-out");
     o.input = p.input;
     o.output = p.output;
     o.registry = &g_temps;
@@ -869,22 +1005,36 @@ static int cmd_score(int argc, char **argv) {
     clip_error e = {0};
     if (clip_score_table(&o, &st, &e)) return die(&e);
     if (!o.quiet) {
+        const char *dest = !strcmp(o.output, "-") ? "stdout" : o.output;
+        if (o.mode == CLIP_MODE_SCORE)
+            fprintf(stderr, "clipeval score: %zu rows, ", st.rows);
+        else
+            fprintf(stderr, "clipeval filter: %zu rows, %zu kept, %zu dropped; ", st.rows, st.kept,
+                    st.rows - st.kept);
         fprintf(stderr,
-                "clipeval score: %zu rows, %zu scored, %zu failed (image), %zu empty text, %zu "
-                "refused (text too long), %zu rejected; %zu images + %zu texts encoded; %.2f s, "
-                "%.1f rows/s -> %s\n",
-                st.rows, st.scored, st.image_failed, st.empty_text, st.text_failed, st.rejected,
+                "%zu scored, %zu failed (image), %zu empty text, %zu refused (text too long), %zu "
+                "rejected; %zu images + %zu texts encoded; %.2f s, %.1f rows/s -> %s\n",
+                st.scored, st.image_failed, st.empty_text, st.text_failed, st.rejected,
                 st.images_encoded, st.texts_encoded, st.seconds,
-                st.seconds > 0 ? st.rows / st.seconds : 0.0, !strcmp(o.output, "-") ? "stdout" : o.output);
+                st.seconds > 0 ? st.rows / st.seconds : 0.0, dest);
+        char cut[40], ratio[40];
+        clip_format_double_repr(st.cutoff, cut);
+        clip_format_double_repr(o.keep_ratio, ratio);
+        if (o.mode == CLIP_MODE_THRESHOLD)
+            fprintf(stderr, "clipeval filter: kept the rows whose clamp(cos, 0, 1) >= %s\n", cut);
+        else if (o.mode == CLIP_MODE_KEEP_RATIO && !isnan(st.cutoff))
+            fprintf(stderr, "clipeval filter: kept the rows whose %s >= %s, np.percentile of the "
+                            "%zu similarities at (1 - %s) * 100\n",
+                    o.output_key, cut, st.scored, ratio);
         char line[512] = "";
         if (st.cpu) {
             clip_runtime_info ri;
             clip_runtime_info_get(&ri);
             runinfo_line(&ri, line, sizeof line);
         }
-        fprintf(stderr, "clipeval score: device %s%s%s\n", st.device, line[0] ? "; " : "", line);
+        fprintf(stderr, "clipeval %s: device %s%s%s\n", cmd, st.device, line[0] ? "; " : "", line);
         if (st.rejected && st.rejects_path[0])
-            fprintf(stderr, "clipeval score: %zu invalid rows copied to %s\n", st.rejected,
+            fprintf(stderr, "clipeval %s: %zu invalid rows copied to %s\n", cmd, st.rejected,
                     st.rejects_path);
     }
     if (st.image_failed && !st.images_read) {
@@ -893,8 +1043,12 @@ static int cmd_score(int argc, char **argv) {
                 st.first_relative && !o.image_root
                     ? " (relative paths are read from the current directory: set --image-root?)"
                     : "");
-        fprintf(stderr, "clipeval: the output was written anyway (every row scored 0.0, as "
-                        "DataFlow does); exit status 3\n");
+        fprintf(stderr, "clipeval: the output was written anyway (%s); exit status 3\n",
+                o.mode == CLIP_MODE_SCORE ? "every row scored 0.0, as DataFlow does"
+                : o.mode == CLIP_MODE_THRESHOLD
+                    ? "every similarity is 0.0, as DataFlow gives it, so no row above a positive "
+                      "threshold"
+                    : "no row has a similarity, so it has no rows");
         return EXIT_NO_IMAGE;
     }
     if (strict && (st.image_failed || st.text_failed)) {
@@ -970,6 +1124,8 @@ static const char *main_help =
     "usage: clipeval COMMAND [options]   (clipeval COMMAND --help for details)\n"
     "commands:\n"
     "  score       add clip_score to a JSONL/JSON/CSV table (DataFlow ImageCLIPEvaluator)\n"
+    "  filter      keep the rows that match their image (DataFlow ImageClipFilter,\n"
+    "              CLIPScoreFilter)\n"
     "  embed       embeddings of images, texts, pixel tensors or token ids (.npy out)\n"
     "  tokenize    HF CLIP tokenizer: JSONL of strings in, input_ids/attention_mask out\n"
     "  preprocess  decode + preprocess an image exactly like Pillow + CLIPImageProcessor\n"
@@ -992,7 +1148,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "synth")) return cmd_synth(argc - 2, argv + 2);
     if (!strcmp(cmd, "embed")) return cmd_embed(argc - 2, argv + 2);
-    if (!strcmp(cmd, "score")) return cmd_score(argc - 2, argv + 2);
+    if (!strcmp(cmd, "score") || !strcmp(cmd, "filter")) return cmd_table(cmd, argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 2, argv + 2);
     if (!strcmp(cmd, "preprocess")) return cmd_preprocess(argc - 2, argv + 2);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);

@@ -32,6 +32,7 @@ struct failures {
     int first_relative;
     outfile *log;
     clip_buf line;
+    const char *command, *outcome;
 };
 
 clip_status failures_open(const char *log_path, files_registry *reg, failures **out,
@@ -39,6 +40,8 @@ clip_status failures_open(const char *log_path, files_registry *reg, failures **
     *out = NULL;
     failures *f = calloc(1, sizeof *f);
     if (!f) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+    f->command = "score";
+    f->outcome = "score 0.0";
     if (log_path) {
         clip_status st = outfile_open(log_path, reg, NULL, &f->log, err);
         if (st) {
@@ -49,6 +52,11 @@ clip_status failures_open(const char *log_path, files_registry *reg, failures **
     }
     *out = f;
     return CLIP_OK;
+}
+
+void failures_set_labels(failures *f, const char *command, const char *outcome) {
+    f->command = command;
+    f->outcome = outcome;
 }
 
 static void failures_free(failures *f) {
@@ -162,7 +170,7 @@ clip_status failures_add(failures *f, failure_kind kind, size_t line, const char
         f->untracked_rows++;
     clip_status st = class_add(f, why, f->nkeys > before, err);
     if (st) return st;
-    if (kind != FAILURE_TEXT && !f->first_image) {
+    if ((kind == FAILURE_IMAGE || kind == FAILURE_CELL) && !f->first_image) {
         char where[64];
         snprintf(where, sizeof where, "line %zu", line);
         if (!(f->first_image = path_reason(path ? path : where, reason)))
@@ -199,9 +207,9 @@ void failures_report(const failures *f, FILE *log, const char *input, int summar
         else
             fprintf(log, "%s", k->reason);
         if (k->rows == 1)
-            fputs(" (score 0.0)\n", log);
+            fprintf(log, " (%s)\n", f->outcome);
         else
-            fprintf(log, " (score 0.0 on %zu rows %s, the first at this line)\n", k->rows,
+            fprintf(log, " (%s on %zu rows %s, the first at this line)\n", f->outcome, k->rows,
                     k->kind == FAILURE_IMAGE ? "with this image" : "like this");
     }
     size_t rest = 0;
@@ -211,7 +219,7 @@ void failures_report(const failures *f, FILE *log, const char *input, int summar
         fprintf(log, "clipeval: warning: %zu more rows failed, not listed one by one "
                      "(--log-failures FILE lists every row)\n", rest);
     if (!summary) return;
-    fputs("clipeval score: failures by reason:", log);
+    fprintf(log, "clipeval %s: failures by reason:", f->command);
     for (size_t i = 0; i < f->nclasses; i++) {
         const fclass *c = &f->classes[i];
         fprintf(log, "%s %zu row%s %s", i ? ";" : "", c->rows, c->rows == 1 ? "" : "s", c->why);

@@ -21,7 +21,9 @@
 typedef enum failure_kind {
     FAILURE_IMAGE, /* the image file could not be read: key = its path */
     FAILURE_CELL,  /* the image cell is not a usable path: key = what is wrong with it */
-    FAILURE_TEXT   /* the text is above --max-text-bytes: key = that rule */
+    FAILURE_TEXT,  /* the text is above --max-text-bytes: key = that rule */
+    FAILURE_EMPTY  /* the text is empty or missing, where the run warns of it (filter --mode
+                    * threshold, as ImageClipFilter does): key = what is wrong with it */
 } failure_kind;
 
 typedef struct failures failures;
@@ -29,6 +31,10 @@ typedef struct failures failures;
 /* log_path (may be NULL): the --log-failures file, written through files.h. */
 clip_status failures_open(const char *log_path, files_registry *reg, failures **out,
                           clip_error *err);
+/* The words of the report: the command ("score", "filter") for the summary line, and what a
+ * failed row gets ("score 0.0", "similarity 0.0", "no similarity, dropped"). Both strings must
+ * outlive f. Defaults: "score" and "score 0.0". */
+void failures_set_labels(failures *f, const char *command, const char *outcome);
 /* One failed row. path: the image path (NULL when the cell is not one); reason: the full
  * message; why: the reason class for the summary ("file not found", "image value is null"...). */
 clip_status failures_add(failures *f, failure_kind kind, size_t line, const char *path,

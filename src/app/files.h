@@ -25,7 +25,7 @@
 #include "clip.h"
 #include "testhook.h"
 
-#define FILES_SLOTS 4 /* the output, its rejects, the failure log: one spare */
+#define FILES_SLOTS 5 /* the output, its rejects, the failure log, --scores-out: one spare */
 
 typedef struct files_registry {
     volatile sig_atomic_t used[FILES_SLOTS];

@@ -1,5 +1,7 @@
-/* scorer.c — `clipeval score`: what DataFlow-MM's ImageCLIPEvaluator computes, row for row,
- * without its per-row batch-1 loop.
+/* scorer.c — `clipeval score` and `clipeval filter`: what DataFlow-MM's ImageCLIPEvaluator,
+ * ImageClipFilter and CLIPScoreFilter compute, row for row, without their per-row loops. Every
+ * row's cosine and outcome are computed the same way for all three; filter.c says what each
+ * makes of them (the value, which rows are written).
  *
  * Shape of a run:
  *   pass 0  table_scan: row count, columns (a missing column is an error, like DataFlow's
@@ -10,9 +12,13 @@
  *               of batch j+1 overlapping the encoding of batch j;
  *               (texts first; a row counts as scored for the progress line once its image
  *               is settled);
- *     scores    for every row, from the cached embeddings; failures go to failures.c (one
+ *     values    for every row, from the cached embeddings; failures go to failures.c (one
  *               warning per distinct image, a summary, --log-failures);
- *     reader B  reads the same rows again and the writer copies them out with the score.
+ *     reader B  reads the same rows again and the writer copies out those the mode keeps,
+ *               with the value (or, for ImageClipFilter, unchanged);
+ *   except that CLIPScoreFilter (KEEP_RATIO) keeps only the values (one double and one outcome
+ *   byte per row) until the last window, then takes the percentile, and reader B writes the
+ *   kept rows in a second pass.
  *   The writer's temporary file is renamed over the output only at the very end (files.c).
  * Memory is bounded by the window, the batch and the cache sizes, whatever the table size. */
 #include "scorer.h"
@@ -41,6 +47,7 @@ void clip_score_options_init(clip_score_options *o) {
     o->image_key = "image_path";
     o->text_key = "text";
     o->output_key = "clip_score";
+    o->command = "score";
     o->model = CLIP_DEFAULT_MODEL;
     o->device = CLIP_DEVICE_AUTO;
     o->precision = CLIP_PRECISION_FP32;
@@ -65,17 +72,19 @@ static size_t max_text_bytes(const clip_score_options *o) {
     return o->max_text_bytes ? o->max_text_bytes : CLIP_SCORE_DEFAULT_MAX_TEXT;
 }
 
-double clip_pair_score(const float *img, const float *txt, int dim) {
-    /* DataFlow: v = float((a * b).sum()) on float32 tensors, then (v + 1) / 2 in double. The
-     * float32 sum's own order is torch's; we sum exactly-rounded products in double and round
-     * once to float, which is within the golden tolerance of every ordering. */
+double clip_pair_cosine(const float *img, const float *txt, int dim) {
+    /* DataFlow: v = float((a * b).sum()) on float32 tensors (the filters: the same dot as a
+     * float32 matmul or sum). The float32 sum's own order is torch's; we sum exactly-rounded
+     * products in double and round once to float, which is within the golden tolerance of
+     * every ordering. */
     double acc = 0.0;
     for (int i = 0; i < dim; i++) acc += (double)img[i] * (double)txt[i];
-    double v = (double)(float)acc;
-    double s = (v + 1.0) / 2.0;
-    if (s > 1.0) s = 1.0;
-    if (s < 0.0) s = 0.0; /* NaN passes through, as Python's min/max let it */
-    return s;
+    return (double)(float)acc;
+}
+
+double clip_pair_score(const float *img, const float *txt, int dim) {
+    /* (v + 1) / 2 in double, clamped; NaN passes through, as Python's min/max let it */
+    return filter_value(CLIP_MODE_SCORE, ROW_SCORED, clip_pair_cosine(img, txt, dim));
 }
 
 /* ------------------------------------------------------------------ embedding cache */
@@ -359,9 +368,11 @@ static void pool_stop(decode_pool *p) {
 /* ------------------------------------------------------------------ run state */
 
 typedef struct row_info {
-    int img;          /* image cache entry, or -1 when the cell is not a usable path */
+    int img;          /* image cache entry, or -1 when the cell is not a usable path (or when
+                       * the text decides first: KEEP_RATIO with blank text) */
     int txt;          /* text cache entry, or -1 for blank text */
-    int blank;        /* empty / whitespace-only text */
+    int blank;        /* empty text by the mode's rule (filter.h), or too long */
+    int missing;      /* THRESHOLD: the text cell is null/NaN/absent (counts as blank) */
     int too_long;     /* text above max_text_bytes: refused, 0.0 + warning */
     size_t text_len;
     char bad_image[160]; /* why the image cell is unusable (non-string, empty) */
@@ -375,7 +386,8 @@ typedef struct run {
     clip_tokenizer *tok;
     clip_image_config icfg;
     table_schema *schema;
-    int img_col, txt_col, dim, S;
+    int img_col, txt_col, q_col, dim, S;
+    clip_table_mode mode;
     cache images, texts;
     /* The progress count: a row of the window is scored once both its entries are settled.
      * Each cache entry heads a list (through *_next, indexed by row) of the rows waiting for
@@ -385,13 +397,20 @@ typedef struct run {
     unsigned char *pending;    /* per window row */
     decode_pool pool;
     clip_score_stats *stats;
-    clip_buf text, path;
+    clip_buf text, path, part;
     size_t rows_done;     /* rows whose score is known (the progress count) */
     progress *prog;
     failures *fails;
     testhook hook;
     outfile *rejects;
     int rejects_wanted;   /* the output is a regular file: invalid rows go to OUT.rejects */
+    table_writer *w;
+    scores_out *scores;   /* --scores-out, or NULL */
+    double cutoff;        /* what filter_keeps compares with */
+    /* KEEP_RATIO: every row's value and outcome, for the percentile and the second pass */
+    double *values;
+    unsigned char *outcomes;
+    size_t nvalues, capvalues;
 } run;
 
 static void warn(const run *r, size_t line, const char *fmt, ...) CLIP_PRINTF(3, 4);
@@ -448,6 +467,68 @@ static int image_path(run *r, const table_row *row, char *why, size_t cap) {
     }
     clip_buf_append(&r->path, s, len);
     return !r->path.oom;
+}
+
+/* Python's `not value` for a non-missing cell, from its kind and str(). */
+static int py_falsy(table_kind k, const char *s, size_t n) {
+#define IS(lit) (n == sizeof lit - 1 && !memcmp(s, lit, n))
+    switch (k) {
+    case TK_INT: return IS("0");
+    case TK_FLOAT: return IS("0.0") || IS("-0.0");
+    case TK_BOOL: return IS("False");
+    case TK_LIST: return IS("[]");
+    case TK_DICT: return IS("{}");
+    default: return n == 0;
+    }
+#undef IS
+}
+
+/* Whether pandas holds the cell as missing (pd.isna): absent, null, or a float NaN. */
+static clip_status cell_missing(run *r, const table_row *row, int col, int *na, clip_error *err) {
+    table_kind k = table_row_kind(row, col);
+    *na = k == TK_MISSING || k == TK_NULL;
+    if (k != TK_FLOAT) return CLIP_OK;
+    r->part.len = 0;
+    clip_status st = table_row_text(row, r->schema, col, &r->part, err);
+    *na = !st && r->part.len == 3 && !memcmp(r->part.data, "nan", 3);
+    return st;
+}
+
+/* The row's text by the mode's rule, in r->text (sets ri->blank, ri->missing, ri->text_len):
+ *   SCORE       str(value) as pandas holds it (ImageCLIPEvaluator's str(row[key])); blank when
+ *               empty or whitespace-only (`not text or text.strip() == ""`);
+ *   THRESHOLD   the raw value's `not text or text.strip() == ""` (ImageClipFilter does not str()
+ *               it): a falsy value (None, 0, 0.0, False, [], {}) is blank, with upstream's
+ *               warning; where upstream crashes, a missing value (absent, NaN: .strip() of a
+ *               float) is blank too, and other non-strings are str()'d, as the evaluator does;
+ *   KEEP_RATIO  question + answer, each str()'d, a missing one counting as "" (upstream: NaN + str
+ *               raises TypeError; NaN + NaN is NaN, a NaN score); blank only when empty: upstream
+ *               checks `text == ""`, so whitespace-only text is scored. */
+static clip_status row_text(run *r, const table_row *row, row_info *ri, clip_error *err) {
+    clip_status st = CLIP_OK;
+    int na = 0;
+    r->text.len = 0;
+    if (r->mode == CLIP_MODE_KEEP_RATIO) {
+        int cols[2] = {r->q_col, r->txt_col};
+        for (int i = 0; i < 2 && !st; i++) {
+            if ((st = cell_missing(r, row, cols[i], &na, err)) || na) continue;
+            r->part.len = 0;
+            st = table_row_text(row, r->schema, cols[i], &r->part, err);
+            if (!st && r->part.len) clip_buf_append(&r->text, r->part.data, r->part.len);
+        }
+        if (!st && r->text.oom) st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
+        ri->blank = r->text.len == 0;
+    } else {
+        int falsy = 0;
+        if (r->mode == CLIP_MODE_THRESHOLD) st = cell_missing(r, row, r->txt_col, &na, err);
+        if (!st && !na) st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
+        if (!st && !na && r->mode == CLIP_MODE_THRESHOLD)
+            falsy = py_falsy(table_row_kind(row, r->txt_col), r->text.data, r->text.len);
+        ri->missing = na;
+        ri->blank = na || falsy || r->text.len == 0 || py_blank(r->text.data, r->text.len);
+    }
+    ri->text_len = r->text.len;
+    return st;
 }
 
 /* Cache entry e is settled (encoded, or failed): the rows that waited only for it are scored. */
@@ -633,25 +714,82 @@ static clip_status text_too_long(run *r, size_t line, const char *path, size_t l
                         "text above the --max-text-bytes limit", err);
 }
 
-static clip_status row_score(run *r, const row_info *ri, double *score, clip_error *err) {
-    *score = 0.0;
+/* An empty text: silent for the evaluator and CLIPScoreFilter, a warning for ImageClipFilter
+ * (upstream's "Empty text for image: PATH"), told once per kind like the other failures. */
+static clip_status empty_text(run *r, const row_info *ri, const char *path, clip_error *err) {
+    r->stats->empty_text++;
+    if (r->mode != CLIP_MODE_THRESHOLD) return CLIP_OK;
+    const char *why = ri->missing ? "text is missing (null or NaN)" : "empty text";
+    return failures_add(r->fails, FAILURE_EMPTY, ri->line, path, why, why, err);
+}
+
+/* The row's outcome and, when scored, its cosine. The image decides first (DataFlow's
+ * evaluator and ImageClipFilter load it before looking at the text), except for
+ * CLIPScoreFilter, which looks at the text first and never loads the image of a blank one. */
+static clip_status row_result(run *r, const row_info *ri, row_outcome *out, double *cos,
+                              clip_error *err) {
+    *cos = NAN;
+    *out = ROW_SCORED;
+    if (r->mode == CLIP_MODE_KEEP_RATIO && ri->blank) {
+        if (ri->too_long) {
+            *out = ROW_TEXT_TOO_LONG;
+            return text_too_long(r, ri->line, NULL, ri->text_len, err);
+        }
+        *out = ROW_EMPTY_TEXT;
+        return empty_text(r, ri, NULL, err);
+    }
     if (ri->img < 0) {
+        *out = ROW_IMAGE_FAILED;
         r->stats->image_failed++;
         return failures_add(r->fails, FAILURE_CELL, ri->line, NULL, ri->bad_image, ri->bad_image, err);
     }
     centry *ie = &r->images.e[ri->img];
     if (ie->state == E_FAILED) {
+        *out = ROW_IMAGE_FAILED;
         r->stats->image_failed++;
         return failures_add(r->fails, FAILURE_IMAGE, ri->line, ie->key,
                             ie->reason ? ie->reason : "cannot be read", image_why(ie->code), err);
     }
-    if (ri->too_long) return text_too_long(r, ri->line, ie->key, ri->text_len, err);
+    if (ri->too_long) {
+        *out = ROW_TEXT_TOO_LONG;
+        return text_too_long(r, ri->line, ie->key, ri->text_len, err);
+    }
     if (ri->blank) {
-        r->stats->empty_text++;
-        return CLIP_OK;
+        *out = ROW_EMPTY_TEXT;
+        return empty_text(r, ri, ie->key, err);
     }
     r->stats->scored++;
-    *score = clip_pair_score(cache_emb(&r->images, ri->img), cache_emb(&r->texts, ri->txt), r->dim);
+    *cos = clip_pair_cosine(cache_emb(&r->images, ri->img), cache_emb(&r->texts, ri->txt), r->dim);
+    return CLIP_OK;
+}
+
+static clip_status file_changed(const run *r, clip_error *err) {
+    return clip_fail(err, CLIP_ERR_IO, "%s: the file changed while it was being read", r->input);
+}
+
+/* Row `index` with its value: its --scores-out line, and the row itself when the mode keeps it. */
+static clip_status emit_row(run *r, const table_row *row, size_t index, double v, row_outcome o,
+                            clip_error *err) {
+    int keep = filter_keeps(r->mode, v, r->cutoff);
+    clip_status st = CLIP_OK;
+    if (r->scores) st = scores_out_row(r->scores, index, table_row_line(row), v, o, keep, err);
+    if (!st && keep) {
+        st = table_writer_row(r->w, row, v, err);
+        r->stats->kept++;
+    }
+    return st;
+}
+
+/* A row whose outcome is known: KEEP_RATIO keeps its value for the percentile (the row is
+ * written in the second pass, write_kept: row is NULL here); the others emit it now. */
+static clip_status row_value(run *r, const table_row *row, size_t index, row_outcome o,
+                             double cos, clip_error *err) {
+    double v = filter_value(r->mode, o, cos);
+    if (r->mode != CLIP_MODE_KEEP_RATIO) return emit_row(r, row, index, v, o, err);
+    if (index >= r->capvalues) return file_changed(r, err);
+    r->values[index] = v;
+    r->outcomes[index] = (unsigned char)o;
+    r->nvalues = index + 1;
     return CLIP_OK;
 }
 
@@ -659,14 +797,14 @@ static clip_status cancelled(const run *r, clip_error *err) {
     return r->o->cancel && *r->o->cancel ? clip_fail(err, CLIP_ERR_IO, "interrupted") : CLIP_OK;
 }
 
-static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, table_writer *w,
-                                 clip_error *err) {
+static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, clip_error *err) {
     row_info *rows = malloc(sizeof(row_info) * WINDOW_ROWS);
-    double *scores = malloc(sizeof(double) * WINDOW_ROWS);
+    double *cos = malloc(sizeof(double) * WINDOW_ROWS);
+    row_outcome *outc = malloc(sizeof(row_outcome) * WINDOW_ROWS);
     int *new_img = malloc(sizeof(int) * WINDOW_ROWS), *chk_img = malloc(sizeof(int) * WINDOW_ROWS);
     int *new_txt = malloc(sizeof(int) * WINDOW_ROWS);
     clip_status st = CLIP_OK;
-    if (!rows || !scores || !new_img || !chk_img || !new_txt)
+    if (!rows || !cos || !outc || !new_img || !chk_img || !new_txt)
         st = clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
     size_t done = 0, max_text = max_text_bytes(r->o);
     for (size_t window = 1; !st; window++) {
@@ -679,15 +817,12 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
             row_info *ri = &rows[n++];
             memset(ri, 0, sizeof *ri);
             ri->line = table_row_line(row);
-            r->text.len = 0;
-            st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
-            if (st) break;
-            ri->blank = r->text.len == 0 || py_blank(r->text.data, r->text.len);
-            ri->text_len = r->text.len;
+            if ((st = row_text(r, row, ri, err))) break;
             if (r->text.len > max_text) ri->too_long = 1, ri->blank = 1;
             ri->img = -1;
             ri->txt = -1;
-            if (image_path(r, row, ri->bad_image, sizeof ri->bad_image)) {
+            int text_decides = r->mode == CLIP_MODE_KEEP_RATIO && ri->blank;
+            if (!text_decides && image_path(r, row, ri->bad_image, sizeof ri->bad_image)) {
                 int ins;
                 ri->img = cache_get(&r->images, r->path.data, r->path.len, window, &ins);
                 if (ri->img < 0) {
@@ -740,19 +875,21 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
         if (!st && nn) st = encode_images(r, new_img, nn, err);
         if (!st && nc) st = check_images(r, chk_img, nc, err);
         if (st) break;
-        for (size_t k = 0; k < n && !st; k++) st = row_score(r, &rows[k], &scores[k], err);
+        for (size_t k = 0; k < n && !st; k++) st = row_result(r, &rows[k], &outc[k], &cos[k], err);
         for (size_t k = 0; k < n && !st; k++) {
-            st = next_row(r, rb, 0, &row, err);
-            if (!st && !row)
-                st = clip_fail(err, CLIP_ERR_IO, "%s: the file changed while it was being read",
-                               r->input);
-            if (!st) st = table_writer_row(w, row, scores[k], err);
+            row = NULL;
+            if (r->mode != CLIP_MODE_KEEP_RATIO) {
+                st = next_row(r, rb, 0, &row, err);
+                if (!st && !row) st = file_changed(r, err);
+            }
+            if (!st) st = row_value(r, row, done + k, outc[k], cos[k], err);
         }
         done += n;
         r->stats->rows = done;
     }
     free(rows);
-    free(scores);
+    free(cos);
+    free(outc);
     free(new_img);
     free(chk_img);
     free(new_txt);
@@ -761,8 +898,8 @@ static clip_status score_windows(run *r, table_reader *ra, table_reader *rb, tab
 
 /* DataFlow's own loop, kept for comparison (--per-row): every row decodes and encodes its
  * image and its text at batch size 1, nothing reused. */
-static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip_error *err) {
-    size_t per = (size_t)3 * r->S * r->S;
+static clip_status score_per_row(run *r, table_reader *ra, clip_error *err) {
+    size_t per = (size_t)3 * r->S * r->S, max_text = max_text_bytes(r->o);
     int L = clip_tokenizer_max_length(r->tok);
     if (L > clip_model_get_info(r->model)->context_length)
         L = clip_model_get_info(r->model)->context_length;
@@ -780,24 +917,33 @@ static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip
         row_info ri;
         memset(&ri, 0, sizeof ri);
         ri.line = table_row_line(row);
-        double score = 0.0;
+        if ((st = row_text(r, row, &ri, err))) break;
+        if (r->text.len > max_text) ri.too_long = 1, ri.blank = 1;
+        row_outcome o = ROW_SCORED;
+        double cos = NAN;
         clip_error ie_err = {0};
-        if (!image_path(r, row, ri.bad_image, sizeof ri.bad_image)) {
+        if (r->mode == CLIP_MODE_KEEP_RATIO && ri.blank) {
+            /* CLIPScoreFilter looks at the text first */
+            o = ri.too_long ? ROW_TEXT_TOO_LONG : ROW_EMPTY_TEXT;
+            st = ri.too_long ? text_too_long(r, ri.line, NULL, ri.text_len, err)
+                             : empty_text(r, &ri, NULL, err);
+        } else if (!image_path(r, row, ri.bad_image, sizeof ri.bad_image)) {
+            o = ROW_IMAGE_FAILED;
             r->stats->image_failed++;
             st = failures_add(r->fails, FAILURE_CELL, ri.line, NULL, ri.bad_image, ri.bad_image, err);
         } else if (clip_preprocess_file(r->path.data, &r->icfg, &r->o->decode, px, &ie_err)) {
+            o = ROW_IMAGE_FAILED;
             r->stats->image_failed++;
             st = failures_add(r->fails, FAILURE_IMAGE, ri.line, r->path.data, ie_err.msg,
                               image_why(ie_err.code), err);
         } else {
             r->stats->images_read++;
-            r->text.len = 0;
-            st = table_row_text(row, r->schema, r->txt_col, &r->text, err);
-            if (st) break;
-            if (r->text.len > max_text_bytes(r->o)) {
-                st = text_too_long(r, ri.line, r->path.data, r->text.len, err);
-            } else if (r->text.len == 0 || py_blank(r->text.data, r->text.len)) {
-                r->stats->empty_text++;
+            if (ri.too_long) {
+                o = ROW_TEXT_TOO_LONG;
+                st = text_too_long(r, ri.line, r->path.data, ri.text_len, err);
+            } else if (ri.blank) {
+                o = ROW_EMPTY_TEXT;
+                st = empty_text(r, &ri, r->path.data, err);
             } else {
                 const char *t = r->text.data;
                 size_t tl = r->text.len;
@@ -810,10 +956,10 @@ static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip
                 r->stats->images_encoded++;
                 r->stats->texts_encoded++;
                 r->stats->scored++;
-                score = clip_pair_score(ie, te, r->dim);
+                cos = clip_pair_cosine(ie, te, r->dim);
             }
         }
-        if (!st) st = table_writer_row(w, row, score, err);
+        if (!st) st = row_value(r, r->mode == CLIP_MODE_KEEP_RATIO ? NULL : row, done, o, cos, err);
         r->stats->rows = ++done;
         rows_done(r, 1);
     }
@@ -821,6 +967,34 @@ static clip_status score_per_row(run *r, table_reader *ra, table_writer *w, clip
     free(ie);
     free(te);
     free(ids);
+    return st;
+}
+
+/* CLIPScoreFilter's cut, then the second pass: every value is known; the rows whose value is at
+ * or above the percentile are written (none when no row has a value: upstream crashes there,
+ * on an unbound variable). */
+static clip_status write_kept(run *r, table_reader *rb, clip_error *err) {
+    size_t n = r->nvalues, nvalid = 0;
+    double *valid = malloc(sizeof(double) * (n ? n : 1));
+    if (!valid) return clip_fail(err, CLIP_ERR_NOMEM, "out of memory (%zu scores)", n);
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(r->values[i])) valid[nvalid++] = r->values[i];
+    r->cutoff = nvalid ? filter_percentile(valid, nvalid, r->o->keep_ratio) : NAN;
+    free(valid);
+    r->stats->cutoff = r->cutoff;
+    if (!nvalid)
+        warn(r, 0, "no row has a similarity (every row failed or has empty text): no row is "
+                   "kept");
+    clip_status st = CLIP_OK;
+    size_t i = 0;
+    for (;; i++) {
+        if (i % WINDOW_ROWS == 0 && (st = cancelled(r, err))) break;
+        table_row *row;
+        if ((st = next_row(r, rb, 0, &row, err)) || !row) break;
+        if (i >= n) return file_changed(r, err);
+        if ((st = emit_row(r, row, i, r->values[i], (row_outcome)r->outcomes[i], err))) break;
+    }
+    if (!st && i != n) st = file_changed(r, err);
     return st;
 }
 
@@ -870,6 +1044,7 @@ static void prepare_outputs(run *r) {
     }
     files_clean_stale(o->output, log);
     if (o->log_failures) files_clean_stale(o->log_failures, log);
+    if (o->scores_out) files_clean_stale(o->scores_out, log);
 }
 
 /* After a successful run: OUT.rejects exists exactly when this run rejected rows. */
@@ -908,17 +1083,43 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
     if (o->batch_size < 1 || o->batch_size > CLIP_SCORE_MAX_BATCH)
         return clip_fail(err, CLIP_ERR_ARG, "batch size %d is out of range [1, %d]", o->batch_size,
                          CLIP_SCORE_MAX_BATCH);
+    r.mode = o->mode;
+    if (o->mode == CLIP_MODE_THRESHOLD && isnan(o->threshold))
+        return clip_fail(err, CLIP_ERR_ARG, "the threshold is NaN: no row could be kept");
+    if (o->mode == CLIP_MODE_KEEP_RATIO && !(o->keep_ratio >= 0.0 && o->keep_ratio <= 1.0))
+        return clip_fail(err, CLIP_ERR_ARG, "keep ratio %g is outside [0, 1]", o->keep_ratio);
+    if (o->mode == CLIP_MODE_KEEP_RATIO && !o->question_key)
+        return clip_fail(err, CLIP_ERR_ARG, "keep-ratio mode needs a question key");
+    if (o->mode != CLIP_MODE_THRESHOLD && !o->output_key)
+        return clip_fail(err, CLIP_ERR_ARG, "an output key is required");
+    r.cutoff = o->mode == CLIP_MODE_THRESHOLD ? o->threshold : NAN;
+    stats->cutoff = r.cutoff;
     clip_status st = CLIP_OK;
     if (!strcmp(o->input, "-")) st = files_stdin_seekable(err);
     /* pass 0: the whole table's shape */
     if (!st) st = table_scan(o->input, o->in_fmt, &o->limits, o->skip_invalid, &r.schema, err);
     if (!st) {
+        int qa = o->mode == CLIP_MODE_KEEP_RATIO;
         r.img_col = table_schema_find(r.schema, o->image_key);
         r.txt_col = table_schema_find(r.schema, o->text_key);
+        r.q_col = qa ? table_schema_find(r.schema, o->question_key) : -1;
         if (r.img_col < 0)
             st = missing_column(&r, o->image_key, "--image-key", err);
+        else if (qa && r.q_col < 0)
+            st = missing_column(&r, o->question_key, "--question-key", err);
         else if (r.txt_col < 0)
-            st = missing_column(&r, o->text_key, "--text-key", err);
+            st = missing_column(&r, o->text_key,
+                                qa ? "--answer-key"
+                                   : o->mode == CLIP_MODE_THRESHOLD ? "--caption-key" : "--text-key",
+                                err);
+    }
+    if (!st && o->mode == CLIP_MODE_KEEP_RATIO) {
+        /* one value and one outcome per row until the second pass */
+        r.capvalues = table_schema_rows(r.schema);
+        r.values = malloc(sizeof(double) * (r.capvalues ? r.capvalues : 1));
+        r.outcomes = malloc(r.capvalues ? r.capvalues : 1);
+        if (!r.values || !r.outcomes)
+            st = clip_fail(err, CLIP_ERR_NOMEM, "cannot keep the scores of %zu rows", r.capvalues);
     }
     if (!st) testhook_reached(&r.hook, "scan");
     /* the model, its tokenizer and its image processor: all from one folder */
@@ -960,19 +1161,37 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
     }
     if (!st) prepare_outputs(&r);
     if (!st) st = table_reader_open(o->input, o->in_fmt, r.schema, &o->limits, &ra, err);
-    if (!st && !o->per_row) st = table_reader_open(o->input, o->in_fmt, r.schema, &o->limits, &rb, err);
+    if (!st && (!o->per_row || o->mode == CLIP_MODE_KEEP_RATIO))
+        st = table_reader_open(o->input, o->in_fmt, r.schema, &o->limits, &rb, err);
     if (!st) st = failures_open(o->log_failures, o->registry, &r.fails, err);
-    table_write_options wo = {o->out_fmt, o->pandas_compat, o->output_key, o->registry, &r.hook};
+    if (!st)
+        failures_set_labels(r.fails, o->command ? o->command : "score",
+                            o->mode == CLIP_MODE_THRESHOLD    ? "similarity 0.0"
+                            : o->mode == CLIP_MODE_KEEP_RATIO ? "no similarity, dropped"
+                                                              : "score 0.0");
+    if (!st && o->scores_out) st = scores_out_open(o->scores_out, o->registry, &r.scores, err);
+    table_write_options wo = {o->out_fmt, o->pandas_compat,
+                              o->mode == CLIP_MODE_THRESHOLD ? NULL : o->output_key, o->registry,
+                              &r.hook};
     if (!st) st = table_writer_open(o->output, &wo, r.schema, o->in_fmt, &w, err);
+    r.w = w;
     if (!st) {
         r.prog = progress_start(o->log, o->progress && !o->quiet, table_schema_rows(r.schema));
-        st = o->per_row ? score_per_row(&r, ra, w, err) : score_windows(&r, ra, rb, w, err);
+        st = o->per_row ? score_per_row(&r, ra, err) : score_windows(&r, ra, rb, err);
         progress_stop(r.prog);
         r.prog = NULL;
+    }
+    if (!st && o->mode == CLIP_MODE_KEEP_RATIO) {
+        testhook_reached(&r.hook, "pass2");
+        st = write_kept(&r, rb, err);
     }
     if (!st) {
         st = table_writer_commit(w, err);
         w = NULL;
+    }
+    if (!st && r.scores) {
+        st = scores_out_commit(r.scores, err);
+        r.scores = NULL;
     }
     if (!st) st = finish_rejects(&r, err);
     if (r.fails) {
@@ -986,6 +1205,7 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
         }
     }
     outfile_abort(r.rejects);
+    scores_out_abort(r.scores);
     if (w) table_writer_abort(w);
     table_reader_close(ra);
     table_reader_close(rb);
@@ -999,8 +1219,11 @@ clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stat
     free(r.img_next);
     free(r.txt_next);
     free(r.pending);
+    free(r.values);
+    free(r.outcomes);
     clip_buf_free(&r.text);
     clip_buf_free(&r.path);
+    clip_buf_free(&r.part);
     clip_tokenizer_free(r.tok);
     clip_model_free(r.model);
     table_schema_free(r.schema);

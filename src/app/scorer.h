@@ -1,4 +1,5 @@
-/* scorer.h — `clipeval score`: DataFlow-MM ImageCLIPEvaluator over a table, streamed. */
+/* scorer.h — `clipeval score` and `clipeval filter`: DataFlow-MM's CLIP operators over a
+ * table, streamed (ImageCLIPEvaluator, ImageClipFilter, CLIPScoreFilter: filter.h). */
 #ifndef CLIP_SCORER_H
 #define CLIP_SCORER_H
 
@@ -8,6 +9,7 @@
 
 #include "clip.h"
 #include "files.h"
+#include "filter.h"
 #include "table/table.h"
 
 /* DataFlow's default model (ImageCLIPEvaluator's model_name); every CLI command's default too. */
@@ -21,7 +23,13 @@ typedef struct clip_score_options {
     const char *input;        /* the table to read; "-" = standard input (copied first) */
     const char *output;       /* the table to write: files.h says how ("-" = stdout) */
     table_format in_fmt, out_fmt;
-    const char *image_key, *text_key, *output_key;
+    clip_table_mode mode;     /* score (default), or one of the two filters (filter.h) */
+    const char *command;      /* "score" or "filter": the summary's and warnings' words */
+    const char *image_key, *text_key, *output_key; /* THRESHOLD: no output_key (NULL) */
+    const char *question_key; /* KEEP_RATIO: the text is question + answer (text_key) */
+    double threshold;         /* THRESHOLD: rows with clamp(cos, 0, 1) >= threshold are kept */
+    double keep_ratio;        /* KEEP_RATIO: in [0, 1] */
+    const char *scores_out;   /* every row's value as JSONL (filter.h; NULL: none) */
     const char *image_root;   /* NULL: paths are relative to the current directory */
     const char *model;        /* folder or HF model id */
     clip_device device;
@@ -43,6 +51,9 @@ typedef struct clip_score_options {
 
 typedef struct clip_score_stats {
     size_t rows, scored, image_failed, text_failed, empty_text, rejected;
+    size_t kept;              /* rows written (score: every row) */
+    double cutoff;            /* THRESHOLD: the threshold; KEEP_RATIO: the percentile (NaN when
+                               * no row has a similarity) */
     size_t images_read;       /* distinct images that decoded */
     size_t images_encoded, texts_encoded;
     double seconds;
@@ -56,16 +67,20 @@ typedef struct clip_score_stats {
 void clip_score_options_init(clip_score_options *o);
 
 /* Runs the whole job; the output file appears only when everything succeeded. Rows whose image
- * or text failed score 0.0 and are counted in stats (the caller decides what that means for its
- * exit status: the CLI's are in cli.c). */
+ * or text failed get the mode's failure value (filter.h) and are counted in stats (the caller
+ * decides what that means for its exit status: the CLI's are in cli.c). Memory is bounded by
+ * the window, batch and cache sizes, plus 9 bytes per row in KEEP_RATIO mode (17 while the
+ * percentile is taken). */
 clip_status clip_score_table(const clip_score_options *o, clip_score_stats *stats, clip_error *err);
 
 /* The model folder's preprocessor_config.json, refused (CLIP_ERR_CONFIG) when its crop size is
  * not the model's image size. */
 clip_status clip_score_image_config(const clip_model *m, clip_image_config *cfg, clip_error *err);
 
-/* DataFlow's score of one pair of L2-normalised embeddings: clamp((dot + 1) / 2, 0, 1), the dot
- * taken in float32 like torch, then the rest in double. */
+/* The cosine of one pair of L2-normalised embeddings as DataFlow's operators get it: the dot
+ * product taken in float32 like torch, held as a double (Python's float of it). */
+double clip_pair_cosine(const float *img, const float *txt, int dim);
+/* ImageCLIPEvaluator's score of the pair: clamp((cosine + 1) / 2, 0, 1) in double. */
 double clip_pair_score(const float *img, const float *txt, int dim);
 
 

@@ -124,7 +124,7 @@ struct testhook;
 typedef struct table_write_options {
     table_format fmt;      /* output format (may differ from the input's) */
     int pandas_compat;     /* write exactly as pandas' writer would (see internal.h) */
-    const char *score_key; /* e.g. "clip_score" */
+    const char *score_key; /* e.g. "clip_score"; NULL: no score column (rows unchanged) */
     struct files_registry *registry; /* may be NULL: where signal handlers find the temp file */
     struct testhook *hook;           /* may be NULL: the "row" pause point of testhook.h */
 } table_write_options;
@@ -142,7 +142,9 @@ clip_status table_writer_open(const char *path, const table_write_options *o,
                               const table_schema *s, table_format in_fmt, table_writer **out,
                               clip_error *err);
 /* Writes one input row plus its score: appended as the last field, or replacing the value in
- * place when the row (or, in pandas mode, the table) already has that key. */
+ * place when the row (or, in pandas mode, the table) already has that key. Without a score_key
+ * the row is written as it is (score unused): verbatim, its bytes; pandas mode, its columns.
+ * Rows the caller does not write are simply left out (a filter). */
 clip_status table_writer_row(table_writer *w, const table_row *row, double score,
                              clip_error *err);
 clip_status table_writer_commit(table_writer *w, clip_error *err); /* frees w */

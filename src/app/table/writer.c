@@ -58,8 +58,8 @@ clip_status table_writer_open(const char *path, const table_write_options *o,
                               const table_schema *s, table_format in_fmt, table_writer **out,
                               clip_error *err) {
     *out = NULL;
-    if (!path || !*path || !o || !s || !o->score_key || !*o->score_key)
-        return clip_fail(err, CLIP_ERR_ARG, "table_writer_open: missing path, options, schema or key");
+    if (!path || !*path || !o || !s || (o->score_key && !*o->score_key))
+        return clip_fail(err, CLIP_ERR_ARG, "table_writer_open: missing path, options or schema, or an empty key");
     if ((unsigned)o->fmt > TABLE_CSV || s->fmt != in_fmt)
         return clip_fail(err, CLIP_ERR_ARG, "%s: output format or input format does not match the schema", path);
     table_writer *w = calloc(1, sizeof *w);
@@ -67,13 +67,13 @@ clip_status table_writer_open(const char *path, const table_write_options *o,
     w->o = *o;
     w->s = s;
     w->path = strdup(path);
-    w->key = strdup(o->score_key);
-    if (!w->path || !w->key) {
+    w->key = o->score_key ? strdup(o->score_key) : NULL;
+    if (!w->path || (o->score_key && !w->key)) {
         writer_free(w);
         return clip_fail(err, CLIP_ERR_NOMEM, "out of memory");
     }
-    w->keylen = strlen(w->key);
-    w->score_col = schema_lookup(s, w->key, w->keylen);
+    w->keylen = w->key ? strlen(w->key) : 0;
+    w->score_col = w->key ? schema_lookup(s, w->key, w->keylen) : -1;
     w->verbatim = !o->pandas_compat && o->fmt == in_fmt;
     clip_status st = outfile_open(path, o->registry, o->hook, &w->out, err);
     if (st) {
@@ -87,7 +87,7 @@ clip_status table_writer_open(const char *path, const table_write_options *o,
     if (w->verbatim && s->bom) clip_buf_puts(b, "\xEF\xBB\xBF");
     if (w->verbatim && o->fmt == TABLE_CSV) {
         clip_buf_append(b, s->csv_header.data ? s->csv_header.data : "", s->csv_header.len);
-        if (w->score_col < 0) {
+        if (w->key && w->score_col < 0) {
             clip_buf_putc(b, ',');
             csv_field_out(b, w->key, w->keylen, 1);
         }
@@ -95,7 +95,7 @@ clip_status table_writer_open(const char *path, const table_write_options *o,
     } else if (!w->verbatim && o->fmt == TABLE_JSON) {
         clip_buf_puts(b, "[\n");
     } else if (!w->verbatim && o->fmt == TABLE_CSV) {
-        size_t n = s->ncols + (w->score_col < 0);
+        size_t n = s->ncols + (w->key && w->score_col < 0);
         for (size_t c = 0; c < n; c++) {
             const char *name = c < s->ncols ? s->cols[c].name : w->key;
             size_t len = c < s->ncols ? s->cols[c].len : w->keylen;
@@ -165,6 +165,11 @@ static clip_status row_verbatim(table_writer *w, const table_row *row, const cha
                                 size_t vlen, clip_buf *b) {
     const src *in = &row->r->in;
     const char *raw = in->raw.data ? in->raw.data : "";
+    if (in->fmt == TABLE_CSV && !w->key) {
+        clip_buf_append(b, raw, in->raw.len);
+        clip_buf_puts(b, in->term);
+        return CLIP_OK;
+    }
     if (in->fmt == TABLE_CSV) {
         size_t f = in->nfields, h = w->s->csv_header_fields;
         int k = w->score_col;
@@ -199,9 +204,14 @@ static clip_status row_verbatim(table_writer *w, const table_row *row, const cha
         }
         clip_buf_append(b, sep, slen);
     }
-    clip_buf_append(b, raw, off + root->start);
-    object_with_score(b, row->text, root, w->key, w->keylen, val, vlen, in->fmt == TABLE_JSON);
-    clip_buf_append(b, raw + off + root->end, in->raw.len - off - root->end);
+    if (!w->key) {
+        clip_buf_append(b, raw, in->raw.len);
+    } else {
+        clip_buf_append(b, raw, off + root->start);
+        object_with_score(b, row->text, root, w->key, w->keylen, val, vlen,
+                          in->fmt == TABLE_JSON);
+        clip_buf_append(b, raw + off + root->end, in->raw.len - off - root->end);
+    }
     if (in->fmt == TABLE_JSONL) clip_buf_puts(b, in->term);
     return CLIP_OK;
 }
@@ -210,7 +220,7 @@ static clip_status row_pandas(table_writer *w, const table_row *row, double scor
                               clip_error *err) {
     const table_schema *s = w->s;
     int ujson = row->r->in.fmt == TABLE_JSON;
-    size_t n = s->ncols + (w->score_col < 0);
+    size_t n = s->ncols + (w->key && w->score_col < 0);
     clip_status st;
     if (w->o.fmt == TABLE_CSV) {
         for (size_t c = 0; c < n; c++) {

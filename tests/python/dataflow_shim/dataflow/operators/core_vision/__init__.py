@@ -1,2 +1,2 @@
 """clipeval's drop-in operators where DataFlow-MM's pipelines import theirs."""
-from clipeval.dataflow import ImageCLIPEvaluator  # noqa: F401
+from clipeval.dataflow import CLIPScoreFilter, ImageCLIPEvaluator, ImageClipFilter  # noqa: F401

@@ -211,7 +211,7 @@ asan: deps
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/test_clip $(BUILD)/asan/clipeval \
 	  $(BUILD)/asan/bench_peers $(BUILD)/asan/libclip.so
 	@if [ -n "$(SHARED)" ]; then $(MAKE) --no-print-directory $(SYNTH_B32); fi
-	$(TEST_ENV) CLIPEVAL_BUILD=$(abspath $(BUILD)/asan) OMP_NUM_THREADS=1 \
+	$(TEST_ENV) CLIPEVAL_BUILD=$(abspath $(BUILD)/asan) CLIPEVAL_SANITIZER=asan OMP_NUM_THREADS=1 \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(BUILD)/asan/test_clip $(CRITERION_ARGS)
 

@@ -334,8 +334,11 @@ static int mode_stats(const args *a) {
     float *g = read_path(a->pos[0], sizeof(float), &ng);
     double *r = read_path(a->pos[1], sizeof(double), &nr);
     int E = a->dim;
-    if (ng != nr || ng % (size_t)E)
+    if (ng != nr || ng % (size_t)E) {
+        free(g);
+        free(r);
         die("%s and %s differ in size (or are not rows of %d)", a->pos[0], a->pos[1], E);
+    }
     acc s = accuracy(g, r, ng / (size_t)E, E);
     out o = {0};
     outf(&o, "{\n");

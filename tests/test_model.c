@@ -693,3 +693,42 @@ Test(bf16, tiny_accuracy) {
     npy_free(&a);
     clip_model_free(m);
 }
+
+/* The bf16 activation packing converts 16 values at a time with integer steps; it must round
+ * exactly as gemm_f32_to_bf16 (the weights' rounding) does: ties to even both ways, carries into
+ * the exponent, denormals, infinities, NaN kept quiet, a ragged K block and padding rows. */
+#include "gemm.h"
+Test(bf16, packing_rounds_as_the_scalar_conversion) {
+    const gemm_isa *isa = gemm_isa_avx512_bf16();
+    if (!isa || !gemm_kernel_usable(GEMM_AVX512_BF16))
+        cr_skip_test("this CPU has no AVX512-BF16 (the packing it tests cannot run)");
+    enum { ROWS = 5, MRX = 12, K = 45, LD = 53 };
+    static const uint32_t special[] = {0x00000000u, 0x80000000u, 0x3F808000u, 0x3F818000u,
+                                       0x3F80FFFFu, 0x7F7FFFFFu, 0x7F800000u, 0xFF800000u,
+                                       0x7F800001u, 0xFFC00000u, 0x00000001u, 0x807FFFFFu,
+                                       0x3F7F8000u, 0x00008000u, 0x33800000u, 0xC0490FDBu};
+    float x[ROWS * LD];
+    uint32_t seed = 12345u;
+    for (int i = 0; i < ROWS * LD; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        uint32_t u = (i % 3 == 0) ? special[(seed >> 8) % 16] : seed;
+        memcpy(&x[i], &u, 4);
+    }
+    for (int k0 = 0; k0 <= 5; k0 += 5) {
+        int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC, kp_n = (kc + 1) / 2;
+        uint32_t A[GEMM_KC / 2 * MRX];
+        isa->pack_a(x, LD, ROWS, k0, kc, A, MRX);
+        int bad = 0;
+        for (int kp = 0; kp < kp_n; kp++)
+            for (int i = 0; i < MRX; i++) {
+                uint32_t want = 0;
+                if (i < ROWS) {
+                    int k = k0 + 2 * kp;
+                    want = gemm_f32_to_bf16(x[i * LD + k]);
+                    if (2 * kp + 1 < kc) want |= (uint32_t)gemm_f32_to_bf16(x[i * LD + k + 1]) << 16;
+                }
+                bad += A[kp * MRX + i] != want;
+            }
+        cr_expect_eq(bad, 0, "k0 %d: %d packed pairs differ from the scalar conversion", k0, bad);
+    }
+}

@@ -59,6 +59,7 @@ typedef struct cpu_be {
     int nt; /* threads */
     void (*attend)(const float *, size_t, int, int, int, int, int, float, int, float *, float *,
                    struct att_scratch *);
+    void (*quick_gelu)(float *, int);
 } cpu_be;
 
 /* ------------------------------------------------------------------ element-wise operations */
@@ -101,7 +102,13 @@ static clip_status op_layernorm(void *be, const float *x, float *y, int rows, in
 /* e^x in float for x in [-87, 88.3], within about 1 ulp (Cephes expf: Cody-Waite reduction and
  * a degree-6 polynomial), written without calls or branches so that the loops using it
  * vectorise. The activations are float32 in PyTorch too (vectorised Sleef expf, 1 ulp). */
-static inline float exp_f32(float x) {
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+static ALWAYS_INLINE float exp_f32(float x) {
     /* clamp to [-87, 88.3] with bit masks: a ?: or fminf here stops GCC from vectorising
      * without -ffast-math; NaN stays NaN */
     union {
@@ -133,6 +140,31 @@ static inline float exp_f32(float x) {
 
 #define EW_BLOCK 4096 /* element-wise work per task */
 
+/* x * sigmoid(1.702 x), 1.702 as the float constant HF uses (1.7020000219...). Built for
+ * AVX-512, AVX2 and the baseline and picked by CPUID like attend(): element-wise IEEE
+ * operations without contraction, so every build gives the same bits. */
+static ALWAYS_INLINE void quick_gelu(float *v, int m) {
+#pragma omp simd
+    for (int c = 0; c < m; c++) v[c] = v[c] / (1.0f + exp_f32(-1.702f * v[c]));
+}
+typedef void (*quick_gelu_fn)(float *, int);
+static void quick_gelu_base(float *v, int m) { quick_gelu(v, m); }
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx512f"))) static void quick_gelu_avx512(float *v, int m) {
+    quick_gelu(v, m);
+}
+__attribute__((target("avx2"))) static void quick_gelu_avx2(float *v, int m) { quick_gelu(v, m); }
+#endif
+
+static quick_gelu_fn quick_gelu_for_cpu(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    clip_cpu_features f = clip_cpu_detect();
+    if (f.avx512f) return quick_gelu_avx512;
+    if (f.avx2) return quick_gelu_avx2;
+#endif
+    return quick_gelu_base;
+}
+
 static clip_status op_activation(void *be, float *x, size_t n, clip_act act, clip_error *err) {
     (void)err;
     const cpu_be *b = be;
@@ -145,9 +177,7 @@ static clip_status op_activation(void *be, float *x, size_t n, clip_act act, cli
         int m = (int)(i1 - i0);
         switch (act) {
         case CLIP_ACT_QUICK_GELU:
-            /* x * sigmoid(1.702 x), 1.702 as the float constant HF uses (1.7020000219...) */
-#pragma omp simd
-            for (int c = 0; c < m; c++) v[c] = v[c] / (1.0f + exp_f32(-1.702f * v[c]));
+            b->quick_gelu(v, m);
             break;
         case CLIP_ACT_GELU:
             for (int c = 0; c < m; c++) {
@@ -185,8 +215,10 @@ static clip_status op_residual(void *be, float *h, const float *y, size_t n, cli
 
 #define ATT_LANES 16 /* keys (or context columns) handled together: one AVX-512 vector */
 
-/* Per thread: q row scaled [Dh], keys transposed [Dh][Lp], one row of scores [Lp], its
- * exponentials [Lp] (double). */
+#define ATT_ROWS 4 /* query rows scored together: four independent chains per key vector */
+
+/* Per thread: ATT_ROWS q rows scaled [ATT_ROWS][Dh], keys transposed [Dh][Lp], ATT_ROWS rows of
+ * scores [ATT_ROWS][Lp], one row's exponentials [Lp] (double). */
 typedef struct att_scratch {
     float *qs, *kt, *sc;
     double *ex;
@@ -194,12 +226,36 @@ typedef struct att_scratch {
 
 /* One (sequence, head): ctx[i] = sum_j p_ij v_j, p_i = softmax_j(fl(q_i * scale) . k_j) over the
  * visible keys. Every score is one chain over c in order, every context value one chain over j
- * in order, whatever L: a row's result depends only on the rows it attends to. */
-#if defined(__GNUC__) || defined(__clang__)
-#define ALWAYS_INLINE __attribute__((always_inline)) inline
+ * in order, whatever L: a row's result depends only on the rows it attends to. The chains are
+ * short and each step waits on the last, so the loops run several independent ones side by
+ * side (ATT_ROWS query rows for the scores, four column blocks for the context); that changes
+ * how many run at once, never the order within one. */
+
+/* the accumulators of the side-by-side chains must be registers, not a stack array */
+#if defined(__GNUC__) && !defined(__clang__)
+#define ATT_UNROLL _Pragma("GCC unroll 4")
+#elif defined(__clang__)
+#define ATT_UNROLL _Pragma("unroll")
 #else
-#define ALWAYS_INLINE inline
+#define ATT_UNROLL
 #endif
+
+/* Scores of R query rows (R a constant in each call) against keys [j0, j0 + ATT_LANES). */
+static ALWAYS_INLINE void att_scores(int R, const float *qs, int dh, const float *kt, int Lp,
+                                     int j0, float *sc) {
+    float acc[ATT_ROWS][ATT_LANES];
+    ATT_UNROLL for (int r = 0; r < R; r++)
+        for (int jj = 0; jj < ATT_LANES; jj++) acc[r][jj] = 0.0f;
+    for (int c = 0; c < dh; c++) {
+        const float *kc = kt + (size_t)c * Lp + j0;
+        ATT_UNROLL for (int r = 0; r < R; r++) {
+            const float qc = qs[(size_t)r * dh + c];
+#pragma omp simd
+            for (int jj = 0; jj < ATT_LANES; jj++) acc[r][jj] = acc[r][jj] + qc * kc[jj];
+        }
+    }
+    for (int r = 0; r < R; r++) memcpy(sc + (size_t)r * Lp + j0, acc[r], sizeof acc[r]);
+}
 
 static ALWAYS_INLINE void attend(const float *qkv, size_t ld, int row0, int L, int d, int h, int dh, float scale,
                    int causal, float *att, float *probs, att_scratch *w) {
@@ -211,48 +267,62 @@ static ALWAYS_INLINE void attend(const float *qkv, size_t ld, int row0, int L, i
         for (int j = 0; j < L; j++) kc[j] = K[(size_t)j * ld + c];
         for (int j = L; j < Lp; j++) kc[j] = 0.0f;
     }
-    for (int i = 0; i < L; i++) {
-        int nvis = causal ? i + 1 : L;
-        const float *qi = Q + (size_t)i * ld;
-        for (int c = 0; c < dh; c++) w->qs[c] = qi[c] * scale; /* HF: q_proj(x) * scale */
-        for (int j0 = 0; j0 < nvis; j0 += ATT_LANES) {
-            float acc[ATT_LANES] = {0};
-            for (int c = 0; c < dh; c++) {
-                const float qc = w->qs[c], *kc = w->kt + (size_t)c * Lp + j0;
-#pragma omp simd
-                for (int jj = 0; jj < ATT_LANES; jj++) acc[jj] = acc[jj] + qc * kc[jj];
-            }
-            memcpy(w->sc + j0, acc, sizeof acc);
+    for (int i0 = 0; i0 < L; i0 += ATT_ROWS) {
+        int R = L - i0 < ATT_ROWS ? L - i0 : ATT_ROWS;
+        /* scores for the keys any of the R rows sees (a row's extra ones are never read) */
+        int nvis_max = causal ? i0 + R : L;
+        for (int r = 0; r < R; r++) {
+            const float *qi = Q + (size_t)(i0 + r) * ld;
+            for (int c = 0; c < dh; c++) w->qs[(size_t)r * dh + c] = qi[c] * scale; /* HF: q_proj(x) * scale */
         }
-        float mx = w->sc[0];
-        for (int j = 1; j < nvis; j++)
-            if (w->sc[j] > mx) mx = w->sc[j];
-        double sum = 0.0;
-        for (int j = 0; j < nvis; j++) {
-            w->ex[j] = exp((double)w->sc[j] - (double)mx);
-            sum += w->ex[j];
+        for (int j0 = 0; j0 < nvis_max; j0 += ATT_LANES) {
+            if (R == ATT_ROWS)
+                att_scores(ATT_ROWS, w->qs, dh, w->kt, Lp, j0, w->sc);
+            else
+                for (int r = 0; r < R; r++)
+                    att_scores(1, w->qs + (size_t)r * dh, dh, w->kt, Lp, j0, w->sc + (size_t)r * Lp);
         }
-        double inv = 1.0 / sum;
-        for (int j = 0; j < nvis; j++) w->sc[j] = (float)(w->ex[j] * inv);
-        if (probs) {
-            float *pr = probs + ((size_t)h * L + i) * L;
-            memcpy(pr, w->sc, sizeof(float) * (size_t)nvis);
-            for (int j = nvis; j < L; j++) pr[j] = 0.0f; /* masked keys weigh exactly 0 */
-        }
-        float *out = att + (size_t)(row0 + i) * d + (size_t)h * dh;
-        for (int c0 = 0; c0 < dh; c0 += ATT_LANES) {
-            int cw = dh - c0 < ATT_LANES ? dh - c0 : ATT_LANES;
-            float acc[ATT_LANES] = {0};
+        for (int r = 0; r < R; r++) {
+            int i = i0 + r, nvis = causal ? i + 1 : L;
+            float *sc = w->sc + (size_t)r * Lp;
+            float mx = sc[0];
+            for (int j = 1; j < nvis; j++)
+                if (sc[j] > mx) mx = sc[j];
+            double sum = 0.0;
             for (int j = 0; j < nvis; j++) {
-                const float p = w->sc[j], *vj = V + (size_t)j * ld + c0;
-                if (cw == ATT_LANES) {
+                w->ex[j] = exp((double)sc[j] - (double)mx);
+                sum += w->ex[j];
+            }
+            double inv = 1.0 / sum;
+            for (int j = 0; j < nvis; j++) sc[j] = (float)(w->ex[j] * inv);
+            if (probs) {
+                float *pr = probs + ((size_t)h * L + i) * L;
+                memcpy(pr, sc, sizeof(float) * (size_t)nvis);
+                for (int j = nvis; j < L; j++) pr[j] = 0.0f; /* masked keys weigh exactly 0 */
+            }
+            float *out = att + (size_t)(row0 + i) * d + (size_t)h * dh;
+            int c0 = 0;
+            for (; dh - c0 >= 4 * ATT_LANES; c0 += 4 * ATT_LANES) {
+                float acc[4][ATT_LANES] = {{0}};
+                for (int j = 0; j < nvis; j++) {
+                    const float p = sc[j], *vj = V + (size_t)j * ld + c0;
+                    ATT_UNROLL for (int q = 0; q < 4; q++) {
 #pragma omp simd
-                    for (int cc = 0; cc < ATT_LANES; cc++) acc[cc] = acc[cc] + p * vj[cc];
-                } else {
+                        for (int cc = 0; cc < ATT_LANES; cc++)
+                            acc[q][cc] = acc[q][cc] + p * vj[q * ATT_LANES + cc];
+                    }
+                }
+                memcpy(out + c0, acc, sizeof acc);
+            }
+            for (; c0 < dh; c0 += ATT_LANES) {
+                int cw = dh - c0 < ATT_LANES ? dh - c0 : ATT_LANES;
+                float acc[ATT_LANES] = {0};
+                for (int j = 0; j < nvis; j++) {
+                    const float p = sc[j], *vj = V + (size_t)j * ld + c0;
                     for (int cc = 0; cc < cw; cc++) acc[cc] = acc[cc] + p * vj[cc];
                 }
+                memcpy(out + c0, acc, sizeof(float) * (size_t)cw);
             }
-            memcpy(out + c0, acc, sizeof(float) * (size_t)cw);
         }
     }
 }
@@ -297,7 +367,8 @@ static clip_status op_attention(void *be, const fwd_seqs *s, const float *qkv, i
     int dh = d / heads, pairs = s->n * heads, nt = b->nt < pairs ? b->nt : pairs;
     int Lp = (s->max_len + ATT_LANES - 1) / ATT_LANES * ATT_LANES;
     float scale = (float)(1.0 / sqrt((double)dh));
-    size_t per = (size_t)dh + (size_t)dh * Lp + (size_t)Lp + 2 * (size_t)Lp; /* floats */
+    size_t per = (size_t)ATT_ROWS * dh + (size_t)dh * Lp + (size_t)ATT_ROWS * Lp +
+                 2 * (size_t)Lp; /* floats */
     float *mem = malloc(per * sizeof(float) * (size_t)(nt > 0 ? nt : 1));
     if (!mem) return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate the attention workspace");
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
@@ -307,8 +378,9 @@ static clip_status op_attention(void *be, const fwd_seqs *s, const float *qkv, i
         tid = omp_get_thread_num();
 #endif
         float *m = mem + per * (size_t)tid;
-        att_scratch w = {m, m + dh, m + dh + (size_t)dh * Lp, NULL};
-        w.ex = (double *)(void *)(w.sc + Lp + (Lp & 1)); /* 8-byte aligned: Lp is even */
+        float *kt = m + (size_t)ATT_ROWS * dh, *sc = kt + (size_t)dh * Lp;
+        att_scratch w = {m, kt, sc, NULL};
+        w.ex = (double *)(void *)(sc + (size_t)ATT_ROWS * Lp); /* 8-byte aligned: Lp, 16 | Lp */
         int si = pi / heads, h = pi % heads;
         b->attend(qkv, 3 * (size_t)d, s->row0[si], s->len[si], d, h, dh, scale, causal, att,
                   probs, &w);
@@ -632,7 +704,7 @@ clip_status clip_cpu_encode_images(const clip_model *m, const float *pixels, int
                                    const clip_encode_options *opt, float *out, clip_error *err) {
     cpu_state *s = m->cpu;
     const clip_config *c = &m->cfg;
-    cpu_be be = {s->nthreads, attend_for_cpu()};
+    cpu_be be = {s->nthreads, attend_for_cpu(), quick_gelu_for_cpu()};
     int S = c->image_size, P = c->patch_size, G = S / P, Np = G * G, T = Np + 1;
     int D = c->vision.width, E = c->embed_dim, Kp = c->num_channels * P * P;
     size_t pix = (size_t)c->num_channels * S * S;
@@ -664,7 +736,7 @@ clip_status clip_cpu_encode_texts(const clip_model *m, const int32_t *ids, int n
                                   clip_error *err) {
     cpu_state *s = m->cpu;
     const clip_config *c = &m->cfg;
-    cpu_be be = {s->nthreads, attend_for_cpu()};
+    cpu_be be = {s->nthreads, attend_for_cpu(), quick_gelu_for_cpu()};
     int D = c->text.width, E = c->embed_dim;
     int tracing = opt && opt->trace;
     int *tab = malloc(sizeof(int) * 3 * TEXT_CHUNK);

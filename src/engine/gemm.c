@@ -292,6 +292,42 @@ static void openblas_run(const gemm_weights *g, const float *x, int rows, size_t
 }
 #endif
 
+/* Packs K block kb of row block mb of x into A (at its place for that block). */
+static void pack_block(const gemm_isa *isa, const float *x, size_t ldx, int rows, int mb, int kb,
+                       int K, float *A) {
+    int MR = isa->mr, r0 = mb * GEMM_MC, mrows = rows - r0 < GEMM_MC ? rows - r0 : GEMM_MC;
+    int k0 = kb * GEMM_KC, kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+    int krows = isa->k_pairs ? (kc + 1) / 2 : kc; /* rows of the packed blocks */
+    for (int ib = 0; ib < mrows; ib += MR) {
+        int mr = mrows - ib < MR ? mrows - ib : MR;
+        isa->pack_a(x + (size_t)(r0 + ib) * ldx, ldx, mr, k0, kc,
+                    A + (size_t)GEMM_MC * GEMM_KC * (size_t)kb + (size_t)ib * krows, MR);
+    }
+}
+
+/* y rows [r0, r0 + mrows) x weight panels [p0, p1): per panel, the K blocks in order. */
+static void tile_products(const gemm_weights *g, const gemm_isa *isa, const float *A,
+                          size_t a_block, int kblocks, int r0, int mrows, int p0, int p1, float *y,
+                          size_t ldy) {
+    int MR = isa->mr, NR = isa->nr, K = g->in;
+    for (int p = p0; p < p1; p++) {
+        int nr = g->out - p * NR < NR ? g->out - p * NR : NR;
+        for (int kb = 0; kb < kblocks; kb++) {
+            int k0 = kb * GEMM_KC, kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+            int krows = isa->k_pairs ? (kc + 1) / 2 : kc;
+            size_t b_off = (size_t)(isa->k_pairs ? k0 / 2 : k0) * NR;
+            const char *B = (const char *)g->packed + ((size_t)p * g->panel_stride + b_off) * 4;
+            const float *bias = kb == kblocks - 1 ? g->bias + (size_t)p * NR : NULL;
+            for (int ib = 0; ib < mrows; ib += MR) {
+                int mr = mrows - ib < MR ? mrows - ib : MR;
+                isa->micro(kc, A + a_block * (size_t)kb + (size_t)ib * krows, MR, B,
+                           y + (size_t)(r0 + ib) * ldy + (size_t)p * NR, ldy, mr, nr, kb == 0,
+                           bias);
+            }
+        }
+    }
+}
+
 clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx, float *y,
                      size_t ldy, int nthreads, clip_error *err) {
     if (rows <= 0) return CLIP_OK;
@@ -306,7 +342,7 @@ clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx
         return CLIP_OK;
     }
     const gemm_isa *isa = isa_of(g->kernel);
-    int MR = isa->mr, NR = isa->nr, K = g->in;
+    int NR = isa->nr, K = g->in;
     int mblocks = (rows + GEMM_MC - 1) / GEMM_MC;
     int panels = (g->out + NR - 1) / NR;
     /* Few row blocks (small batches): cut the output columns too, so every thread has work. */
@@ -314,44 +350,43 @@ clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx
     while (mblocks * nsplit < 4 * nthreads && nsplit * 2 <= panels) nsplit *= 2;
     int ntasks = mblocks * nsplit;
     if (nthreads > ntasks) nthreads = ntasks;
-    size_t a_floats = (size_t)GEMM_MC * GEMM_KC; /* per thread: one packed A block */
-    float *scratch = malloc(a_floats * (size_t)nthreads * sizeof(float));
+    /* A row block of x is packed whole (every K block), so that a C tile stays in L1 while the
+     * K blocks of one weight panel are summed into it. With one task per row block each thread
+     * packs its own; when the columns are split, the row blocks are packed once, side by side,
+     * before the products, rather than once per column range. */
+    int kblocks = (K + GEMM_KC - 1) / GEMM_KC;
+    size_t a_block = (size_t)GEMM_MC * GEMM_KC, a_floats = a_block * (size_t)kblocks;
+    int shared_a = nsplit > 1;
+    size_t nbufs = shared_a ? (size_t)mblocks : (size_t)nthreads;
+    float *scratch = malloc(a_floats * nbufs * sizeof(float));
     if (!scratch)
         return clip_fail(err, CLIP_ERR_NOMEM, "cannot allocate the GEMM workspace (%d threads)",
                          nthreads);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (nthreads > 1)
-    for (int t = 0; t < ntasks; t++) {
-        int tid = 0;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        if (shared_a) {
+#pragma omp for schedule(static)
+            for (int t = 0; t < mblocks * kblocks; t++)
+                pack_block(isa, x, ldx, rows, t / kblocks, t % kblocks, K,
+                           scratch + a_floats * (size_t)(t / kblocks));
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < ntasks; t++) {
+            int tid = 0;
 #ifdef _OPENMP
-        tid = omp_get_thread_num();
+            tid = omp_get_thread_num();
 #endif
-        float *A = scratch + a_floats * (size_t)tid;
-        int mb = t / nsplit, ns = t % nsplit;
-        int r0 = mb * GEMM_MC, mrows = rows - r0 < GEMM_MC ? rows - r0 : GEMM_MC;
-        int p0 = (int)((long long)panels * ns / nsplit);
-        int p1 = (int)((long long)panels * (ns + 1) / nsplit);
-        for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
-            int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
-            int krows = isa->k_pairs ? (kc + 1) / 2 : kc; /* rows of the packed blocks */
-            for (int ib = 0; ib < mrows; ib += MR) {
-                int mr = mrows - ib < MR ? mrows - ib : MR;
-                isa->pack_a(x + (size_t)(r0 + ib) * ldx, ldx, mr, k0, kc,
-                            A + (size_t)ib * krows, MR);
-            }
-            size_t b_off = (size_t)(isa->k_pairs ? k0 / 2 : k0) * NR;
-            int last = k0 + GEMM_KC >= K;
-            for (int p = p0; p < p1; p++) {
-                const char *B = (const char *)g->packed + ((size_t)p * g->panel_stride + b_off) * 4;
-                int nr = g->out - p * NR < NR ? g->out - p * NR : NR;
-                for (int ib = 0; ib < mrows; ib += MR) {
-                    int mr = mrows - ib < MR ? mrows - ib : MR;
-                    isa->micro(kc, A + (size_t)ib * krows, MR, B,
-                               y + (size_t)(r0 + ib) * ldy + (size_t)p * NR, ldy, mr, nr, k0 == 0,
-                               last ? g->bias + (size_t)p * NR : NULL);
-                }
-            }
+            int mb = t / nsplit, ns = t % nsplit;
+            int r0 = mb * GEMM_MC, mrows = rows - r0 < GEMM_MC ? rows - r0 : GEMM_MC;
+            int p0 = (int)((long long)panels * ns / nsplit);
+            int p1 = (int)((long long)panels * (ns + 1) / nsplit);
+            float *A = scratch + a_floats * (size_t)(shared_a ? mb : tid);
+            if (!shared_a)
+                for (int kb = 0; kb < kblocks; kb++) pack_block(isa, x, ldx, rows, mb, kb, K, A);
+            tile_products(g, isa, A, a_block, kblocks, r0, mrows, p0, p1, y, ldy);
         }
     }
     free(scratch);
     return CLIP_OK;
 }
+

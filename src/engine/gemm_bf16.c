@@ -16,21 +16,38 @@
 #define MR 12
 #define NR 32
 
-/* A[kp][i] = (bf16 x[i][k0+2kp]) | (bf16 x[i][k0+2kp+1]) << 16; zeros past mr rows / kc. */
-static void pack_a_bf16(const float *x, size_t ldx, int mr, int k0, int kc, void *Av, int mr_max) {
+/* gemm_f32_to_bf16 on 16 floats at once, the same integer steps (so the same bits): nearest
+ * even by adding 0x7FFF plus the lowest kept bit, a NaN kept quiet. */
+TBF16 static inline __m256i bf16_of_16(const float *x) {
+    __m512i u = _mm512_loadu_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+    __mmask16 exp_ones = _mm512_cmpeq_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7F800000)),
+                                                 _mm512_set1_epi32(0x7F800000));
+    __mmask16 nan = _mm512_mask_test_epi32_mask(exp_ones, u, _mm512_set1_epi32(0x7FFFFF));
+    __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q));
+}
+
+/* A[kp][i] = (bf16 x[i][k0+2kp]) | (bf16 x[i][k0+2kp+1]) << 16; zeros past mr rows / kc. A row
+ * is converted 16 values at a time into a line of pairs, then the line goes down A's column. */
+TBF16 static void pack_a_bf16(const float *x, size_t ldx, int mr, int k0, int kc, void *Av,
+                              int mr_max) {
     uint32_t *A = Av;
     int kp_n = (kc + 1) / 2;
+    uint16_t h[GEMM_KC + 2];
     for (int i = 0; i < mr_max; i++) {
-        const float *xr = x + (size_t)i * ldx + k0;
-        for (int kp = 0; kp < kp_n; kp++) {
-            uint32_t v = 0;
-            if (i < mr) {
-                int k = 2 * kp;
-                v = gemm_f32_to_bf16(xr[k]);
-                if (k + 1 < kc) v |= (uint32_t)gemm_f32_to_bf16(xr[k + 1]) << 16;
-            }
-            A[(size_t)kp * mr_max + i] = v;
+        if (i >= mr) {
+            for (int kp = 0; kp < kp_n; kp++) A[(size_t)kp * mr_max + i] = 0;
+            continue;
         }
+        const float *xr = x + (size_t)i * ldx + k0;
+        int k = 0;
+        for (; k + 16 <= kc; k += 16) _mm256_storeu_si256((__m256i *)(void *)(h + k), bf16_of_16(xr + k));
+        for (; k < kc; k++) h[k] = gemm_f32_to_bf16(xr[k]);
+        h[kc] = 0; /* the pair of an odd last k */
+        for (int kp = 0; kp < kp_n; kp++)
+            A[(size_t)kp * mr_max + i] = (uint32_t)h[2 * kp] | (uint32_t)h[2 * kp + 1] << 16;
     }
 }
 

@@ -75,23 +75,27 @@ gemm_kernel gemm_kernel_best_fp32(void) {
 #define P_MR 4
 #define P_NR 16
 
-static void micro_portable(int kc, const void *Av, int as, const void *Bv, float *C, size_t ldc,
-                           int mr, int nr, int first, const float *bias) {
+static void micro_portable(int K, const void *Av, size_t a_block, const void *Bv, float *C,
+                           size_t ldc, int mr, int nr, const float *bias) {
     const float *A = Av, *B = Bv;
-    float acc[P_MR][P_NR];
-    memset(acc, 0, sizeof acc);
-    for (int k = 0; k < kc; k++) {
-        const float *b = B + (size_t)k * P_NR;
-        for (int i = 0; i < mr; i++) {
-            float a = A[(size_t)k * as + i];
-            for (int j = 0; j < P_NR; j++) acc[i][j] = fmaf(a, b[j], acc[i][j]);
+    for (int k0 = 0; k0 < K; k0 += GEMM_KC, A += a_block) {
+        int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC, last = k0 + GEMM_KC >= K;
+        const float *Bk = B + (size_t)k0 * P_NR;
+        float acc[P_MR][P_NR];
+        memset(acc, 0, sizeof acc);
+        for (int k = 0; k < kc; k++) {
+            const float *b = Bk + (size_t)k * P_NR;
+            for (int i = 0; i < mr; i++) {
+                float a = A[(size_t)k * P_MR + i];
+                for (int j = 0; j < P_NR; j++) acc[i][j] = fmaf(a, b[j], acc[i][j]);
+            }
         }
-    }
-    for (int i = 0; i < mr; i++) {
-        float *c = C + (size_t)i * ldc;
-        for (int j = 0; j < nr; j++) {
-            float v = first ? acc[i][j] : c[j] + acc[i][j];
-            c[j] = bias ? v + bias[j] : v;
+        for (int i = 0; i < mr; i++) {
+            float *c = C + (size_t)i * ldc;
+            for (int j = 0; j < nr; j++) {
+                float v = k0 == 0 ? acc[i][j] : c[j] + acc[i][j];
+                c[j] = last && bias ? v + bias[j] : v;
+            }
         }
     }
 }
@@ -292,38 +296,34 @@ static void openblas_run(const gemm_weights *g, const float *x, int rows, size_t
 }
 #endif
 
+/* Rows of a packed K block that one MR-row tile may use: a tile's place in every block. */
+static int tile_krows(const gemm_isa *isa) { return isa->k_pairs ? GEMM_KC / 2 : GEMM_KC; }
+
 /* Packs K block kb of row block mb of x into A (at its place for that block). */
 static void pack_block(const gemm_isa *isa, const float *x, size_t ldx, int rows, int mb, int kb,
                        int K, float *A) {
     int MR = isa->mr, r0 = mb * GEMM_MC, mrows = rows - r0 < GEMM_MC ? rows - r0 : GEMM_MC;
     int k0 = kb * GEMM_KC, kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
-    int krows = isa->k_pairs ? (kc + 1) / 2 : kc; /* rows of the packed blocks */
     for (int ib = 0; ib < mrows; ib += MR) {
         int mr = mrows - ib < MR ? mrows - ib : MR;
         isa->pack_a(x + (size_t)(r0 + ib) * ldx, ldx, mr, k0, kc,
-                    A + (size_t)GEMM_MC * GEMM_KC * (size_t)kb + (size_t)ib * krows, MR);
+                    A + (size_t)GEMM_MC * GEMM_KC * (size_t)kb + (size_t)ib * tile_krows(isa), MR);
     }
 }
 
-/* y rows [r0, r0 + mrows) x weight panels [p0, p1): per panel, the K blocks in order. */
+/* y rows [r0, r0 + mrows) x weight panels [p0, p1): a panel's tiles, each over all of K. */
 static void tile_products(const gemm_weights *g, const gemm_isa *isa, const float *A,
-                          size_t a_block, int kblocks, int r0, int mrows, int p0, int p1, float *y,
+                          size_t a_block, int r0, int mrows, int p0, int p1, float *y,
                           size_t ldy) {
-    int MR = isa->mr, NR = isa->nr, K = g->in;
+    int MR = isa->mr, NR = isa->nr;
     for (int p = p0; p < p1; p++) {
         int nr = g->out - p * NR < NR ? g->out - p * NR : NR;
-        for (int kb = 0; kb < kblocks; kb++) {
-            int k0 = kb * GEMM_KC, kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
-            int krows = isa->k_pairs ? (kc + 1) / 2 : kc;
-            size_t b_off = (size_t)(isa->k_pairs ? k0 / 2 : k0) * NR;
-            const char *B = (const char *)g->packed + ((size_t)p * g->panel_stride + b_off) * 4;
-            const float *bias = kb == kblocks - 1 ? g->bias + (size_t)p * NR : NULL;
-            for (int ib = 0; ib < mrows; ib += MR) {
-                int mr = mrows - ib < MR ? mrows - ib : MR;
-                isa->micro(kc, A + a_block * (size_t)kb + (size_t)ib * krows, MR, B,
-                           y + (size_t)(r0 + ib) * ldy + (size_t)p * NR, ldy, mr, nr, kb == 0,
-                           bias);
-            }
+        const char *B = (const char *)g->packed + (size_t)p * g->panel_stride * 4;
+        for (int ib = 0; ib < mrows; ib += MR) {
+            int mr = mrows - ib < MR ? mrows - ib : MR;
+            isa->micro(g->in, A + (size_t)ib * tile_krows(isa), a_block, B,
+                       y + (size_t)(r0 + ib) * ldy + (size_t)p * NR, ldy, mr, nr,
+                       g->bias + (size_t)p * NR);
         }
     }
 }
@@ -383,7 +383,7 @@ clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx
             float *A = scratch + a_floats * (size_t)(shared_a ? mb : tid);
             if (!shared_a)
                 for (int kb = 0; kb < kblocks; kb++) pack_block(isa, x, ldx, rows, mb, kb, K, A);
-            tile_products(g, isa, A, a_block, kblocks, r0, mrows, p0, p1, y, ldy);
+            tile_products(g, isa, A, a_block, r0, mrows, p0, p1, y, ldy);
         }
     }
     free(scratch);

@@ -76,11 +76,13 @@ clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx
 
 /* ------------------------------------------------------------------ kernels (internal) */
 
-/* A micro-kernel: C[0..mr)[0..nr) (+)= A · B over kc steps. A: packed [kc][MR] (rows r0.. of
- * a block, stride MR), B: packed [kc][NR]. first: C = acc, else C = C + acc; bias != NULL
- * (last K block): then C = C + bias. nr < NR stores only nr columns. */
-typedef void (*gemm_micro_fn)(int kc, const void *A, int a_stride, const void *B, float *C,
-                              size_t ldc, int mr, int nr, int first, const float *bias);
+/* A micro-kernel: one C tile over the whole of K. C[0..mr)[0..nr) = the K blocks' products
+ * A_t · B_t summed in order (each block's chain starting from zero), then + bias. A: the tile's
+ * rows in the first K block, packed [kc][MR]; each next block starts a_block elements further.
+ * B: the weight panel, packed [K][NR] (pairs of k for bf16). nr < NR stores only nr columns.
+ * Looping over the blocks inside the kernel keeps a call's set-up out of every block. */
+typedef void (*gemm_micro_fn)(int K, const void *A, size_t a_block, const void *B, float *C,
+                              size_t ldc, int mr, int nr, const float *bias);
 
 typedef struct gemm_isa {
     int mr, nr;

@@ -30,26 +30,30 @@ TAVX2 static inline void store_row(float *c, __m256 v0, __m256 v1, __m256i m0, _
 }
 
 #define MICRO2(R)                                                                                  \
-    TAVX2 static void micro_##R(int kc, const float *A, int as, const float *B, float *C,         \
-                                size_t ldc, __m256i m0, __m256i m1, int first,                     \
-                                const float *bias) {                                               \
-        __m256 c0[R], c1[R];                                                                       \
-        _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {                                      \
-            c0[i] = _mm256_setzero_ps();                                                           \
-            c1[i] = _mm256_setzero_ps();                                                           \
-        }                                                                                          \
-        for (int k = 0; k < kc; k++) {                                                             \
-            __m256 b0 = _mm256_loadu_ps(B + (size_t)k * NR);                                       \
-            __m256 b1 = _mm256_loadu_ps(B + (size_t)k * NR + 8);                                   \
-            const float *a = A + (size_t)k * as;                                                   \
+    TAVX2 static void micro_##R(int K, const float *A, size_t a_block, const float *B, float *C,  \
+                                size_t ldc, __m256i m0, __m256i m1, const float *bias) {           \
+        for (int k0 = 0; k0 < K; k0 += GEMM_KC, A += a_block) {                                    \
+            int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;                                          \
+            const float *Bk = B + (size_t)k0 * NR;                                                 \
+            __m256 c0[R], c1[R];                                                                   \
             _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {                                  \
-                __m256 ai = _mm256_broadcast_ss(a + i);                                            \
-                c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);                                            \
-                c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);                                            \
+                c0[i] = _mm256_setzero_ps();                                                       \
+                c1[i] = _mm256_setzero_ps();                                                       \
             }                                                                                      \
+            for (int k = 0; k < kc; k++) {                                                         \
+                __m256 b0 = _mm256_loadu_ps(Bk + (size_t)k * NR);                                  \
+                __m256 b1 = _mm256_loadu_ps(Bk + (size_t)k * NR + 8);                              \
+                const float *a = A + (size_t)k * MR;                                               \
+                _Pragma("GCC unroll 6") for (int i = 0; i < R; i++) {                              \
+                    __m256 ai = _mm256_broadcast_ss(a + i);                                        \
+                    c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);                                        \
+                    c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);                                        \
+                }                                                                                  \
+            }                                                                                      \
+            const float *bk = k0 + GEMM_KC >= K ? bias : NULL;                                     \
+            _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)                                    \
+                store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, k0 == 0, bk);                 \
         }                                                                                          \
-        _Pragma("GCC unroll 6") for (int i = 0; i < R; i++)                                        \
-            store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, first, bias);                     \
     }
 
 MICRO2(6)
@@ -61,15 +65,15 @@ TAVX2 static __m256i lane_mask(int n) { /* lanes < n set */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-TAVX2 static void micro(int kc, const void *Av, int as, const void *Bv, float *C, size_t ldc,
-                        int mr, int nr, int first, const float *bias) {
+TAVX2 static void micro(int K, const void *Av, size_t a_block, const void *Bv, float *C,
+                        size_t ldc, int mr, int nr, const float *bias) {
     const float *A = Av, *B = Bv;
     __m256i m0 = lane_mask(nr), m1 = lane_mask(nr - 8);
     int r = 0;
-    for (; mr - r >= 6; r += 6) micro_6(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias);
-    if (mr - r >= 4) { micro_4(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 4; }
-    if (mr - r >= 2) { micro_2(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 2; }
-    if (mr - r >= 1) micro_1(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias);
+    for (; mr - r >= 6; r += 6) micro_6(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);
+    if (mr - r >= 4) { micro_4(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 4; }
+    if (mr - r >= 2) { micro_2(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 2; }
+    if (mr - r >= 1) micro_1(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);
 }
 
 const gemm_isa *gemm_isa_avx2(void) {

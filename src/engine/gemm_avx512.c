@@ -18,26 +18,30 @@ void gemm_pack_a_f32(const float *x, size_t ldx, int mr, int k0, int kc, void *A
 
 /* R rows: R is a constant in each instance, so the accumulators live in registers. */
 #define MICRO512(R)                                                                                \
-    T512 static void micro_##R(int kc, const float *A, int as, const float *B, float *C,          \
-                               size_t ldc, __mmask16 m0, __mmask16 m1, int first,                  \
-                               const float *bias) {                                                \
-        __m512 c0[R], c1[R];                                                                       \
-        _Pragma("GCC unroll 12") for (int i = 0; i < R; i++) {                                     \
-            c0[i] = _mm512_setzero_ps();                                                           \
-            c1[i] = _mm512_setzero_ps();                                                           \
-        }                                                                                          \
-        for (int k = 0; k < kc; k++) {                                                             \
-            __m512 b0 = _mm512_loadu_ps(B + (size_t)k * NR);                                       \
-            __m512 b1 = _mm512_loadu_ps(B + (size_t)k * NR + 16);                                  \
-            const float *a = A + (size_t)k * as;                                                   \
+    T512 static void micro_##R(int K, const float *A, size_t a_block, const float *B, float *C,   \
+                               size_t ldc, __mmask16 m0, __mmask16 m1, const float *bias) {        \
+        for (int k0 = 0; k0 < K; k0 += GEMM_KC, A += a_block) {                                    \
+            int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;                                          \
+            const float *Bk = B + (size_t)k0 * NR;                                                 \
+            __m512 c0[R], c1[R];                                                                   \
             _Pragma("GCC unroll 12") for (int i = 0; i < R; i++) {                                 \
-                __m512 ai = _mm512_set1_ps(a[i]);                                                  \
-                c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);                                            \
-                c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);                                            \
+                c0[i] = _mm512_setzero_ps();                                                       \
+                c1[i] = _mm512_setzero_ps();                                                       \
             }                                                                                      \
+            for (int k = 0; k < kc; k++) {                                                         \
+                __m512 b0 = _mm512_loadu_ps(Bk + (size_t)k * NR);                                  \
+                __m512 b1 = _mm512_loadu_ps(Bk + (size_t)k * NR + 16);                             \
+                const float *a = A + (size_t)k * MR;                                               \
+                _Pragma("GCC unroll 12") for (int i = 0; i < R; i++) {                             \
+                    __m512 ai = _mm512_set1_ps(a[i]);                                              \
+                    c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);                                        \
+                    c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);                                        \
+                }                                                                                  \
+            }                                                                                      \
+            const float *bk = k0 + GEMM_KC >= K ? bias : NULL;                                     \
+            _Pragma("GCC unroll 12") for (int i = 0; i < R; i++)                                   \
+                gemm512_store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, k0 == 0, bk);         \
         }                                                                                          \
-        _Pragma("GCC unroll 12") for (int i = 0; i < R; i++)                                       \
-            gemm512_store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, first, bias);                     \
     }
 
 MICRO512(12)
@@ -46,18 +50,18 @@ MICRO512(4)
 MICRO512(2)
 MICRO512(1)
 
-T512 static void micro(int kc, const void *Av, int as, const void *Bv, float *C, size_t ldc,
-                       int mr, int nr, int first, const float *bias) {
+T512 static void micro(int K, const void *Av, size_t a_block, const void *Bv, float *C,
+                       size_t ldc, int mr, int nr, const float *bias) {
     const float *A = Av, *B = Bv;
     __mmask16 m0, m1;
     gemm512_masks(nr, &m0, &m1);
     /* rows in pieces of 12/8/4/2/1: every piece computes its rows the same way */
     int r = 0;
-    for (; mr - r >= 12; r += 12) micro_12(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias);
-    if (mr - r >= 8) { micro_8(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 8; }
-    if (mr - r >= 4) { micro_4(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 4; }
-    if (mr - r >= 2) { micro_2(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 2; }
-    if (mr - r >= 1) micro_1(kc, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias);
+    for (; mr - r >= 12; r += 12) micro_12(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);
+    if (mr - r >= 8) { micro_8(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 8; }
+    if (mr - r >= 4) { micro_4(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 4; }
+    if (mr - r >= 2) { micro_2(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 2; }
+    if (mr - r >= 1) micro_1(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);
 }
 
 const gemm_isa *gemm_isa_avx512(void) {

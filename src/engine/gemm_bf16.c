@@ -52,26 +52,31 @@ TBF16 static void pack_a_bf16(const float *x, size_t ldx, int mr, int k0, int kc
 }
 
 #define MICROBF(R)                                                                                 \
-    TBF16 static void micro_##R(int kp_n, const uint32_t *A, int as, const uint32_t *B, float *C, \
-                                size_t ldc, __mmask16 m0, __mmask16 m1, int first,                 \
+    TBF16 static void micro_##R(int K, const uint32_t *A, size_t a_block, const uint32_t *B,      \
+                                float *C, size_t ldc, __mmask16 m0, __mmask16 m1,                  \
                                 const float *bias) {                                               \
-        __m512 c0[R], c1[R];                                                                       \
-        _Pragma("GCC unroll 12") for (int i = 0; i < R; i++) {                                     \
-            c0[i] = _mm512_setzero_ps();                                                           \
-            c1[i] = _mm512_setzero_ps();                                                           \
-        }                                                                                          \
-        for (int kp = 0; kp < kp_n; kp++) {                                                        \
-            __m512bh b0 = (__m512bh)_mm512_loadu_si512(B + (size_t)kp * NR);                       \
-            __m512bh b1 = (__m512bh)_mm512_loadu_si512(B + (size_t)kp * NR + 16);                  \
-            const uint32_t *a = A + (size_t)kp * as;                                               \
+        for (int k0 = 0; k0 < K; k0 += GEMM_KC, A += a_block) {                                    \
+            int kp_n = ((K - k0 < GEMM_KC ? K - k0 : GEMM_KC) + 1) / 2;                            \
+            const uint32_t *Bk = B + (size_t)(k0 / 2) * NR;                                        \
+            __m512 c0[R], c1[R];                                                                   \
             _Pragma("GCC unroll 12") for (int i = 0; i < R; i++) {                                 \
-                __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);                              \
-                c0[i] = _mm512_dpbf16_ps(c0[i], ai, b0);                                           \
-                c1[i] = _mm512_dpbf16_ps(c1[i], ai, b1);                                           \
+                c0[i] = _mm512_setzero_ps();                                                       \
+                c1[i] = _mm512_setzero_ps();                                                       \
             }                                                                                      \
+            for (int kp = 0; kp < kp_n; kp++) {                                                    \
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bk + (size_t)kp * NR);                  \
+                __m512bh b1 = (__m512bh)_mm512_loadu_si512(Bk + (size_t)kp * NR + 16);             \
+                const uint32_t *a = A + (size_t)kp * MR;                                           \
+                _Pragma("GCC unroll 12") for (int i = 0; i < R; i++) {                             \
+                    __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);                          \
+                    c0[i] = _mm512_dpbf16_ps(c0[i], ai, b0);                                       \
+                    c1[i] = _mm512_dpbf16_ps(c1[i], ai, b1);                                       \
+                }                                                                                  \
+            }                                                                                      \
+            const float *bk = k0 + GEMM_KC >= K ? bias : NULL;                                     \
+            _Pragma("GCC unroll 12") for (int i = 0; i < R; i++)                                   \
+                gemm512_store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, k0 == 0, bk);         \
         }                                                                                          \
-        _Pragma("GCC unroll 12") for (int i = 0; i < R; i++)                                       \
-            gemm512_store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, first, bias);                     \
     }
 
 MICROBF(12)
@@ -80,18 +85,17 @@ MICROBF(4)
 MICROBF(2)
 MICROBF(1)
 
-TBF16 static void micro(int kc, const void *Av, int as, const void *Bv, float *C, size_t ldc,
-                        int mr, int nr, int first, const float *bias) {
+TBF16 static void micro(int K, const void *Av, size_t a_block, const void *Bv, float *C,
+                        size_t ldc, int mr, int nr, const float *bias) {
     const uint32_t *A = Av, *B = Bv;
-    int kp_n = (kc + 1) / 2;
     __mmask16 m0, m1;
     gemm512_masks(nr, &m0, &m1);
     int r = 0;
-    for (; mr - r >= 12; r += 12) micro_12(kp_n, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias);
-    if (mr - r >= 8) { micro_8(kp_n, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 8; }
-    if (mr - r >= 4) { micro_4(kp_n, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 4; }
-    if (mr - r >= 2) { micro_2(kp_n, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias); r += 2; }
-    if (mr - r >= 1) micro_1(kp_n, A + r, as, B, C + (size_t)r * ldc, ldc, m0, m1, first, bias);
+    for (; mr - r >= 12; r += 12) micro_12(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);
+    if (mr - r >= 8) { micro_8(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 8; }
+    if (mr - r >= 4) { micro_4(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 4; }
+    if (mr - r >= 2) { micro_2(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 2; }
+    if (mr - r >= 1) micro_1(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);
 }
 
 const gemm_isa *gemm_isa_avx512_bf16(void) {

@@ -732,3 +732,25 @@ Test(bf16, packing_rounds_as_the_scalar_conversion) {
         cr_expect_eq(bad, 0, "k0 %d: %d packed pairs differ from the scalar conversion", k0, bad);
     }
 }
+
+/* The AVX-512 kernel's A packing: every value where the kernel reads it ([k][MR]), zeros past
+ * the rows, for every row count and ragged K blocks. */
+Test(bits, avx512_packing_places_every_value) {
+    const gemm_isa *isa = gemm_isa_avx512();
+    if (!isa || !gemm_kernel_usable(GEMM_AVX512))
+        cr_skip_test("this CPU has no AVX-512 (the packing it tests cannot run)");
+    enum { LD = 61, MRX = 12 };
+    float x[MRX * LD];
+    for (int i = 0; i < MRX * LD; i++) x[i] = (float)(i + 1);
+    int bad = 0, cases = 0;
+    for (int mr = 1; mr <= MRX; mr++)
+        for (int kc = 1; kc <= GEMM_KC; kc += 7) {
+            float A[GEMM_KC * MRX];
+            isa->pack_a(x, LD, mr, 3, kc, A, MRX);
+            for (int k = 0; k < kc; k++)
+                for (int i = 0; i < MRX; i++)
+                    bad += A[k * MRX + i] != (i < mr ? x[i * LD + 3 + k] : 0.0f);
+            cases++;
+        }
+    cr_expect_eq(bad, 0, "%d packed values misplaced over %d (rows, K) cases", bad, cases);
+}

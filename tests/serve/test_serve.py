@@ -160,9 +160,14 @@ class Server:
             hdrs.setdefault("Content-Type", "application/json")
         elif isinstance(body, str):
             body = body.encode()
-        c.request(method, path, body=body, headers=hdrs)
-        r = c.getresponse()
-        data = r.read()
+        try:
+            c.request(method, path, body=body, headers=hdrs)
+            r = c.getresponse()
+            data = r.read()
+        except BaseException:
+            if conn is None:
+                c.close()  # a refused upload must not leave its socket open
+            raise
         h = {k.lower(): v for k, v in r.getheaders()}
         if conn is None:
             c.close()

@@ -190,24 +190,10 @@ __global__ void k_bias(float *y, const float *b, size_t rows, int cols, size_t l
 /* h = h + y */
 __global__ void k_add(float *h, const float *y, size_t n) { GRID_STRIDE(i, n) h[i] = h[i] + y[i]; }
 
-/* backend_cpu.c's exp_f32, operation for operation (Cephes expf); with -fmad=false the device
- * rounds each step as the CPU build does, so quick_gelu is bit-identical to the oracle. */
-__device__ float exp_f32(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.3f ? 88.3f : x);
-    float t = x * 1.44269504088896341f + 12582912.0f;
-    float n = t - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int bits = ((int)n + 127) << 23;
-    return p * __int_as_float(bits);
-}
+/* The CPU backend's exp_f32, the same source: with -fmad=false the device rounds each step as
+ * the CPU build does, so quick_gelu is bit-identical to the oracle. */
+#define CLIP_EXP_F32_QUALIFIERS __device__ static inline
+#include "exp_f32.h"
 
 __global__ void k_act(float *x, size_t n, int act) {
     GRID_STRIDE(i, n) {

@@ -50,19 +50,7 @@ MICRO512(4)
 MICRO512(2)
 MICRO512(1)
 
-T512 static void micro(int K, const void *Av, size_t a_block, const void *Bv, float *C,
-                       size_t ldc, int mr, int nr, const float *bias) {
-    const float *A = Av, *B = Bv;
-    __mmask16 m0, m1;
-    gemm512_masks(nr, &m0, &m1);
-    /* rows in pieces of 12/8/4/2/1: every piece computes its rows the same way */
-    int r = 0;
-    for (; mr - r >= 12; r += 12) micro_12(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);
-    if (mr - r >= 8) { micro_8(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 8; }
-    if (mr - r >= 4) { micro_4(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 4; }
-    if (mr - r >= 2) { micro_2(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias); r += 2; }
-    if (mr - r >= 1) micro_1(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);
-}
+GEMM512_ENTRY(T512, float)
 
 const gemm_isa *gemm_isa_avx512(void) {
     static const gemm_isa isa = {MR, NR, 0, micro, gemm_pack_a_f32};

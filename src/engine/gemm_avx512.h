@@ -30,4 +30,31 @@ static inline void gemm512_masks(int nr, __mmask16 *m0, __mmask16 *m1) {
     *m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
 }
 
+/* The kernel entry (gemm_isa.micro) of an AVX-512 kernel file: rows in pieces of 12/8/4/2/1,
+ * each by that file's micro_R (R rows in registers), every piece computing its rows the same
+ * way. T: the packed element type (float, or uint32_t bf16 pairs). */
+#define GEMM512_ENTRY(TARGET, T)                                                                   \
+    TARGET static void micro(int K, const void *Av, size_t a_block, const void *Bv, float *C,    \
+                             size_t ldc, int mr, int nr, const float *bias) {                     \
+        const T *A = Av, *B = Bv;                                                                  \
+        __mmask16 m0, m1;                                                                          \
+        gemm512_masks(nr, &m0, &m1);                                                               \
+        int r = 0;                                                                                 \
+        for (; mr - r >= 12; r += 12)                                                              \
+            micro_12(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);                \
+        if (mr - r >= 8) {                                                                         \
+            micro_8(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);                 \
+            r += 8;                                                                                \
+        }                                                                                          \
+        if (mr - r >= 4) {                                                                         \
+            micro_4(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);                 \
+            r += 4;                                                                                \
+        }                                                                                          \
+        if (mr - r >= 2) {                                                                         \
+            micro_2(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);                 \
+            r += 2;                                                                                \
+        }                                                                                          \
+        if (mr - r >= 1) micro_1(K, A + r, a_block, B, C + (size_t)r * ldc, ldc, m0, m1, bias);    \
+    }
+
 #endif

@@ -715,8 +715,8 @@ Test(bf16, packing_rounds_as_the_scalar_conversion) {
         memcpy(&x[i], &u, 4);
     }
     for (int k0 = 0; k0 <= 5; k0 += 5) {
-        int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC, kp_n = (kc + 1) / 2;
-        uint32_t A[GEMM_KC / 2 * MRX];
+        int kc = K - k0 < isa->kc ? K - k0 : isa->kc, kp_n = (kc + 1) / 2;
+        uint32_t A[GEMM_KC_MAX / 2 * MRX];
         isa->pack_a(x, LD, ROWS, k0, kc, A, MRX);
         int bad = 0;
         for (int kp = 0; kp < kp_n; kp++)

@@ -3,9 +3,9 @@
  *
  * Loop nest of one product (GotoBLAS/BLIS order):
  *   task (a block of GEMM_MC rows x a range of weight panels)   <- threads take tasks
- *     K block of GEMM_KC                                       <- the fixed summation blocks
+ *     K block of GEMM_KC (GEMM_KC_BF16)                        <- the fixed summation blocks
  *       pack the task's rows of x for this K block (A, in L2)
- *       weight panel p (B: [GEMM_KC][NR], in L1)
+ *       weight panel p (B: [kc][NR], in L1)
  *         MR-row micro-tiles of A -> C tile of y
  * Which task or thread computes an element never changes how it is computed. */
 #ifndef CLIP_NO_OPENBLAS
@@ -113,7 +113,7 @@ static void pack_a_f32(const float *x, size_t ldx, int mr, int k0, int kc, void 
 }
 
 const gemm_isa *gemm_isa_portable(void) {
-    static const gemm_isa isa = {P_MR, P_NR, 0, micro_portable, pack_a_f32};
+    static const gemm_isa isa = {P_MR, P_NR, GEMM_KC, 0, micro_portable, pack_a_f32};
     return &isa;
 }
 
@@ -297,17 +297,17 @@ static void openblas_run(const gemm_weights *g, const float *x, int rows, size_t
 #endif
 
 /* Rows of a packed K block that one MR-row tile may use: a tile's place in every block. */
-static int tile_krows(const gemm_isa *isa) { return isa->k_pairs ? GEMM_KC / 2 : GEMM_KC; }
+static int tile_krows(const gemm_isa *isa) { return isa->k_pairs ? isa->kc / 2 : isa->kc; }
 
 /* Packs K block kb of row block mb of x into A (at its place for that block). */
 static void pack_block(const gemm_isa *isa, const float *x, size_t ldx, int rows, int mb, int kb,
                        int K, float *A) {
     int MR = isa->mr, r0 = mb * GEMM_MC, mrows = rows - r0 < GEMM_MC ? rows - r0 : GEMM_MC;
-    int k0 = kb * GEMM_KC, kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC;
+    int k0 = kb * isa->kc, kc = K - k0 < isa->kc ? K - k0 : isa->kc;
     for (int ib = 0; ib < mrows; ib += MR) {
         int mr = mrows - ib < MR ? mrows - ib : MR;
         isa->pack_a(x + (size_t)(r0 + ib) * ldx, ldx, mr, k0, kc,
-                    A + (size_t)GEMM_MC * GEMM_KC * (size_t)kb + (size_t)ib * tile_krows(isa), MR);
+                    A + (size_t)GEMM_MC * isa->kc * (size_t)kb + (size_t)ib * tile_krows(isa), MR);
     }
 }
 
@@ -354,8 +354,8 @@ clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx
      * K blocks of one weight panel are summed into it. With one task per row block each thread
      * packs its own; when the columns are split, the row blocks are packed once, side by side,
      * before the products, rather than once per column range. */
-    int kblocks = (K + GEMM_KC - 1) / GEMM_KC;
-    size_t a_block = (size_t)GEMM_MC * GEMM_KC, a_floats = a_block * (size_t)kblocks;
+    int kblocks = (K + isa->kc - 1) / isa->kc;
+    size_t a_block = (size_t)GEMM_MC * isa->kc, a_floats = a_block * (size_t)kblocks;
     int shared_a = nsplit > 1;
     size_t nbufs = shared_a ? (size_t)mblocks : (size_t)nthreads;
     float *scratch = malloc(a_floats * nbufs * sizeof(float));

@@ -10,7 +10,7 @@
  *   y[i][j] = fl( S_last + b[j] ),  S_0 = P_0,  S_t = fl(S_{t-1} + P_t),
  *   P_t = fma(x[i][k_end-1], W[j][k_end-1], ... fma(x[i][k_0], W[j][k_0], 0))
  *
- * over fixed K blocks t of GEMM_KC columns. Each P_t is one chain of fused multiply-adds in k
+ * over fixed K blocks t of GEMM_KC columns (GEMM_KC_BF16 for bf16). Each P_t is one chain of fused multiply-adds in k
  * order (a SIMD lane per output column, so every lane runs the same chain), and the blocks are
  * summed in order. The AVX-512, AVX2 and portable (fmaf) kernels therefore give identical bits,
  * and a row's result depends on nothing but that row.
@@ -33,6 +33,11 @@
  * 1.45e-6 vs 2.47e-6); 256 was faster by a few percent but less accurate than OpenBLAS on
  * three of the eight. Even, for the bf16 pairs. */
 #define GEMM_KC 48
+/* The bf16 kernel's K block: its error is the bf16 rounding of the inputs, which the block
+ * length does not change, and its blocks are twice as short in instructions, so a block's C
+ * update costs twice as much: 192 is 13-19% faster than 48 on Zen 5. A multiple of GEMM_KC. */
+#define GEMM_KC_BF16 192
+#define GEMM_KC_MAX GEMM_KC_BF16
 
 typedef enum gemm_kernel {
     GEMM_PORTABLE = 0, /* C99 fmaf: any CPU (slow where fma is not an instruction) */
@@ -86,6 +91,7 @@ typedef void (*gemm_micro_fn)(int K, const void *A, size_t a_block, const void *
 
 typedef struct gemm_isa {
     int mr, nr;
+    int kc;               /* the K block of the kernel's recipe: GEMM_KC, or GEMM_KC_BF16 */
     int k_pairs;          /* 1 for bf16: A and B hold pairs of k (uint32 each) */
     gemm_micro_fn micro;
     /* packs rows [r0, r0+mr) x cols [k0, k0+kc) of x into an A block ([kc or kc/2][MR]) */

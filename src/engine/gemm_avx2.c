@@ -77,7 +77,7 @@ TAVX2 static void micro(int K, const void *Av, size_t a_block, const void *Bv, f
 }
 
 const gemm_isa *gemm_isa_avx2(void) {
-    static const gemm_isa isa = {MR, NR, 0, micro, gemm_pack_a_f32};
+    static const gemm_isa isa = {MR, NR, GEMM_KC, 0, micro, gemm_pack_a_f32};
     return &isa;
 }
 #endif

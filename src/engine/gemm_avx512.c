@@ -53,7 +53,7 @@ MICRO512(1)
 GEMM512_ENTRY(T512, float)
 
 const gemm_isa *gemm_isa_avx512(void) {
-    static const gemm_isa isa = {MR, NR, 0, micro, gemm_pack_a_f32};
+    static const gemm_isa isa = {MR, NR, GEMM_KC, 0, micro, gemm_pack_a_f32};
     return &isa;
 }
 #endif

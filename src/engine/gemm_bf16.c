@@ -35,7 +35,7 @@ TBF16 static void pack_a_bf16(const float *x, size_t ldx, int mr, int k0, int kc
                               int mr_max) {
     uint32_t *A = Av;
     int kp_n = (kc + 1) / 2;
-    uint16_t h[GEMM_KC + 2];
+    uint16_t h[GEMM_KC_BF16 + 2];
     for (int i = 0; i < mr_max; i++) {
         if (i >= mr) {
             for (int kp = 0; kp < kp_n; kp++) A[(size_t)kp * mr_max + i] = 0;
@@ -55,8 +55,8 @@ TBF16 static void pack_a_bf16(const float *x, size_t ldx, int mr, int k0, int kc
     TBF16 static void micro_##R(int K, const uint32_t *A, size_t a_block, const uint32_t *B,      \
                                 float *C, size_t ldc, __mmask16 m0, __mmask16 m1,                  \
                                 const float *bias) {                                               \
-        for (int k0 = 0; k0 < K; k0 += GEMM_KC, A += a_block) {                                    \
-            int kp_n = ((K - k0 < GEMM_KC ? K - k0 : GEMM_KC) + 1) / 2;                            \
+        for (int k0 = 0; k0 < K; k0 += GEMM_KC_BF16, A += a_block) {                                    \
+            int kp_n = ((K - k0 < GEMM_KC_BF16 ? K - k0 : GEMM_KC_BF16) + 1) / 2;                            \
             const uint32_t *Bk = B + (size_t)(k0 / 2) * NR;                                        \
             __m512 c0[R], c1[R];                                                                   \
             _Pragma("GCC unroll 12") for (int i = 0; i < R; i++) {                                 \
@@ -73,7 +73,7 @@ TBF16 static void pack_a_bf16(const float *x, size_t ldx, int mr, int k0, int kc
                     c1[i] = _mm512_dpbf16_ps(c1[i], ai, b1);                                       \
                 }                                                                                  \
             }                                                                                      \
-            const float *bk = k0 + GEMM_KC >= K ? bias : NULL;                                     \
+            const float *bk = k0 + GEMM_KC_BF16 >= K ? bias : NULL;                                     \
             _Pragma("GCC unroll 12") for (int i = 0; i < R; i++)                                   \
                 gemm512_store_row(C + (size_t)i * ldc, c0[i], c1[i], m0, m1, k0 == 0, bk);         \
         }                                                                                          \
@@ -88,7 +88,7 @@ MICROBF(1)
 GEMM512_ENTRY(TBF16, uint32_t)
 
 const gemm_isa *gemm_isa_avx512_bf16(void) {
-    static const gemm_isa isa = {MR, NR, 1, micro, pack_a_bf16};
+    static const gemm_isa isa = {MR, NR, GEMM_KC_BF16, 1, micro, pack_a_bf16};
     return &isa;
 }
 #endif

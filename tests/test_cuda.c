@@ -164,12 +164,9 @@ Test(cuda, device_selection) {
 
 Test(cuda, tiny_golden_and_cpu) {
     gpu_or_skip();
-    char dir[4096], gdir[4096], pv[4200];
-    tiny_dir(dir, sizeof dir);
-    tu_shared_path(gdir, sizeof gdir, "golden/embeddings/tiny-synth");
-    snprintf(pv, sizeof pv, "%s/pixel_values.npy", gdir);
+    char dir[4096], gdir[4096];
     npy_array a;
-    tu_load_npy(pv, &a);
+    tu_tiny_golden(dir, sizeof dir, gdir, sizeof gdir, &a);
     check_model("tiny-synth", dir, gdir, a.data, (int)a.shape[0]);
     npy_free(&a);
 }

@@ -136,12 +136,9 @@ static void check_texts(const char *model_dir, const char *gdir) {
 }
 
 Test(golden, tiny_images) {
-    char dir[4096], gdir[4096], pv[4200];
-    tiny_dir(dir, sizeof dir);
-    tu_shared_path(gdir, sizeof gdir, "golden/embeddings/tiny-synth");
-    snprintf(pv, sizeof pv, "%s/pixel_values.npy", gdir);
+    char dir[4096], gdir[4096];
     npy_array a;
-    tu_load_npy(pv, &a);
+    tu_tiny_golden(dir, sizeof dir, gdir, sizeof gdir, &a);
     check_images(dir, gdir, a.data, (int)a.shape[0]);
     npy_free(&a);
 }
@@ -520,12 +517,9 @@ Test(bits, vitb32_text_padding_irrelevant, .timeout = 300) {
 /* Our three fp32 kernels follow one recipe: the same bits (tiny model, so the slow portable
  * kernel stays quick); OpenBLAS is only close. */
 Test(bits, tiny_kernels_agree) {
-    char dir[4096], gdir[4096], pv[4200];
-    tiny_dir(dir, sizeof dir);
-    tu_shared_path(gdir, sizeof gdir, "golden/embeddings/tiny-synth");
-    snprintf(pv, sizeof pv, "%s/pixel_values.npy", gdir);
+    char dir[4096], gdir[4096];
     npy_array a;
-    tu_load_npy(pv, &a);
+    tu_tiny_golden(dir, sizeof dir, gdir, sizeof gdir, &a);
     int n = (int)a.shape[0], nt;
     int32_t *ids = tu_golden_input_ids(&nt);
     static const clip_cpu_kernel ks[4] = {CLIP_CPU_KERNEL_PORTABLE, CLIP_CPU_KERNEL_AVX2,
@@ -672,12 +666,9 @@ Test(bf16, vitb32_accuracy_and_bits, .timeout = 600) {
 /* The tiny model in bf16: the kernel's edges (N not a multiple of the tile, K not of the K block),
  * in every build including the sanitizers; the same cosine goal as ViT-B/32. */
 Test(bf16, tiny_accuracy) {
-    char dir[4096], gdir[4096], pv[4200];
-    tiny_dir(dir, sizeof dir);
-    tu_shared_path(gdir, sizeof gdir, "golden/embeddings/tiny-synth");
-    snprintf(pv, sizeof pv, "%s/pixel_values.npy", gdir);
+    char dir[4096], gdir[4096];
     npy_array a;
-    tu_load_npy(pv, &a);
+    tu_tiny_golden(dir, sizeof dir, gdir, sizeof gdir, &a);
     clip_model *m = load_bf16_or_skip(dir, 2);
     int E = clip_model_get_info(m)->embed_dim, n = (int)a.shape[0], nt;
     int32_t *ids = tu_golden_input_ids(&nt);

@@ -155,6 +155,16 @@ static inline int32_t *tu_golden_input_ids(int *n_out) {
     return ids;
 }
 
+/* The tiny model's folder, its golden embeddings folder and their pixel_values.npy (the 34
+ * images), in the paths every tiny-model golden test reads. */
+static inline void tu_tiny_golden(char *dir, size_t dcap, char *gdir, size_t gcap, npy_array *a) {
+    char pv[4200];
+    tu_shared_path(dir, dcap, "golden/models/tiny-synth");
+    tu_shared_path(gdir, gcap, "golden/embeddings/tiny-synth");
+    snprintf(pv, sizeof pv, "%s/pixel_values.npy", gdir);
+    tu_load_npy(pv, a);
+}
+
 static inline float *tu_vitb32_pixels(int *n_out) {
     float *px = NULL;
     clip_error e = {0};

@@ -70,6 +70,16 @@ def _load_model(model_name, device=None, threads=None, precision="fp32"):
                         threads=threads, precision=precision)
 
 
+def _attach_model(op, model_name, device, threads, precision, announce=False):
+    """Gives an operator its logger, model name, model (the process's cached one) and device."""
+    op.logger = _get_logger()
+    if announce:
+        op.logger.info(f"Loading CLIP model: {model_name}")
+    op.model_name = model_name
+    op.model = _load_model(model_name, device, threads, precision)
+    op.device = op.model.device
+
+
 def _cosines(model, images, texts, logger, *, labels=None, blank=None, check_blank_images=True,
              **options):
     """(cos float64 [N], status int8 [N]) for paired images and texts: cos is the float32 dot
@@ -142,10 +152,7 @@ class ImageCLIPEvaluator(_OperatorBase):
 
     def __init__(self, model_name: str = DEFAULT_MODEL, device: str = None, *, threads=None,
                  precision="fp32", **options):
-        self.logger = _get_logger()
-        self.model_name = model_name
-        self.model = _load_model(model_name, device, threads, precision)
-        self.device = self.model.device
+        _attach_model(self, model_name, device, threads, precision)
         Scorer(self.model, **options)  # checks the options now, not at run()
         self.options = options
 
@@ -204,10 +211,7 @@ class ImageClipFilter(_OperatorBase):
 
     def __init__(self, model_name: str = DEFAULT_MODEL, device: str = None, *, threads=None,
                  precision="fp32", **options):
-        self.logger = _get_logger()
-        self.model_name = model_name
-        self.model = _load_model(model_name, device, threads, precision)
-        self.device = self.model.device
+        _attach_model(self, model_name, device, threads, precision)
         options.pop("outcome", None)
         self.options = dict(options, outcome="similarity 0.0")
         Scorer(self.model, **self.options)  # checks the options now, not at run()
@@ -293,13 +297,9 @@ class CLIPScoreFilter(_OperatorBase):
     def __init__(self, model_name: str = DEFAULT_MODEL, batch_size: int = 32,
                  keep_ratio: float = 0.8, device: str = None, *, threads=None,
                  precision="fp32", **options):
-        self.logger = _get_logger()
         self.batch_size = batch_size
         self.keep_ratio = _check_keep_ratio(keep_ratio)
-        self.logger.info(f"Loading CLIP model: {model_name}")
-        self.model_name = model_name
-        self.model = _load_model(model_name, device, threads, precision)
-        self.device = self.model.device
+        _attach_model(self, model_name, device, threads, precision, announce=True)
         options.pop("outcome", None)
         self.options = dict(options, batch_size=batch_size, outcome="no similarity, dropped")
         Scorer(self.model, **self.options)  # checks the options now, not at run()

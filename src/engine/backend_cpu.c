@@ -111,13 +111,12 @@ static clip_status op_layernorm(void *be, const float *x, float *y, int rows, in
 #define EW_BLOCK 4096 /* element-wise work per task */
 
 /* x * sigmoid(1.702 x), 1.702 as the float constant HF uses (1.7020000219...). Built for
- * AVX-512, AVX2 and the baseline and picked by CPUID like attend(): element-wise IEEE
+ * AVX-512, AVX2 and the baseline and picked by CPUID (cpu_be_make): element-wise IEEE
  * operations without contraction, so every build gives the same bits. */
 static ALWAYS_INLINE void quick_gelu(float *v, int m) {
 #pragma omp simd
     for (int c = 0; c < m; c++) v[c] = v[c] / (1.0f + exp_f32(-1.702f * v[c]));
 }
-typedef void (*quick_gelu_fn)(float *, int);
 static void quick_gelu_base(float *v, int m) { quick_gelu(v, m); }
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 __attribute__((target("avx512f"))) static void quick_gelu_avx512(float *v, int m) {
@@ -125,15 +124,6 @@ __attribute__((target("avx512f"))) static void quick_gelu_avx512(float *v, int m
 }
 __attribute__((target("avx2"))) static void quick_gelu_avx2(float *v, int m) { quick_gelu(v, m); }
 #endif
-
-static quick_gelu_fn quick_gelu_for_cpu(void) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    clip_cpu_features f = clip_cpu_detect();
-    if (f.avx512f) return quick_gelu_avx512;
-    if (f.avx2) return quick_gelu_avx2;
-#endif
-    return quick_gelu_base;
-}
 
 static clip_status op_activation(void *be, float *x, size_t n, clip_act act, clip_error *err) {
     (void)err;
@@ -301,8 +291,6 @@ static ALWAYS_INLINE void attend(const float *qkv, size_t ld, int row0, int L, i
  * built for AVX-512 and AVX2 (the body inlined into each wrapper) and picked by CPUID; every
  * lane runs the same multiply-then-add chain (no contraction), so the three give the same bits.
  * A plain call rather than an ifunc: ifunc resolvers run before sanitizer runtimes start. */
-typedef void (*attend_fn)(const float *, size_t, int, int, int, int, int, float, int, float *,
-                          float *, att_scratch *);
 static void attend_base(const float *qkv, size_t ld, int row0, int L, int d, int h, int dh,
                         float scale, int causal, float *att, float *probs, att_scratch *w) {
     attend(qkv, ld, row0, L, d, h, dh, scale, causal, att, probs, w);
@@ -321,13 +309,21 @@ __attribute__((target("avx2"))) static void attend_avx2(const float *qkv, size_t
 }
 #endif
 
-static attend_fn attend_for_cpu(void) {
+/* The context of one encode call: the AVX-512, AVX2 or baseline builds of attend() and
+ * quick_gelu(), by CPUID. */
+static cpu_be cpu_be_make(int nthreads) {
+    cpu_be be = {nthreads, attend_base, quick_gelu_base};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     clip_cpu_features f = clip_cpu_detect();
-    if (f.avx512f) return attend_avx512;
-    if (f.avx2) return attend_avx2;
+    if (f.avx512f) {
+        be.attend = attend_avx512;
+        be.quick_gelu = quick_gelu_avx512;
+    } else if (f.avx2) {
+        be.attend = attend_avx2;
+        be.quick_gelu = quick_gelu_avx2;
+    }
 #endif
-    return attend_base;
+    return be;
 }
 
 static clip_status op_attention(void *be, const fwd_seqs *s, const float *qkv, int d, int heads,
@@ -674,7 +670,7 @@ clip_status clip_cpu_encode_images(const clip_model *m, const float *pixels, int
                                    const clip_encode_options *opt, float *out, clip_error *err) {
     cpu_state *s = m->cpu;
     const clip_config *c = &m->cfg;
-    cpu_be be = {s->nthreads, attend_for_cpu(), quick_gelu_for_cpu()};
+    cpu_be be = cpu_be_make(s->nthreads);
     int S = c->image_size, P = c->patch_size, G = S / P, Np = G * G, T = Np + 1;
     int D = c->vision.width, E = c->embed_dim, Kp = c->num_channels * P * P;
     size_t pix = (size_t)c->num_channels * S * S;
@@ -706,7 +702,7 @@ clip_status clip_cpu_encode_texts(const clip_model *m, const int32_t *ids, int n
                                   clip_error *err) {
     cpu_state *s = m->cpu;
     const clip_config *c = &m->cfg;
-    cpu_be be = {s->nthreads, attend_for_cpu(), quick_gelu_for_cpu()};
+    cpu_be be = cpu_be_make(s->nthreads);
     int D = c->text.width, E = c->embed_dim;
     int tracing = opt && opt->trace;
     int *tab = malloc(sizeof(int) * 3 * TEXT_CHUNK);

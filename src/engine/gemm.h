@@ -74,8 +74,8 @@ void gemm_free(gemm_weights *g);
 
 /* y[rows][0..out) (row stride ldy) = x[rows][0..in) (row stride ldx) · W^T + b, on up to
  * nthreads OpenMP threads (1 inside a parallel region). Work is cut along rows and output
- * columns only, never along K. scratch: gemm_scratch_floats(g, nthreads) floats, or NULL to
- * allocate here. */
+ * columns only, never along K. The packed copy of x it works from is allocated per call (about
+ * the size of x). */
 clip_status gemm_run(const gemm_weights *g, const float *x, int rows, size_t ldx, float *y,
                      size_t ldy, int nthreads, clip_error *err);
 
